@@ -1,0 +1,1 @@
+"""Keras -> ONNX conversion with tf2onnx (the ``train`` extra)."""

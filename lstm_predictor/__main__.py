@@ -1,0 +1,3 @@
+from lstm_predictor.cli import main
+
+main()
