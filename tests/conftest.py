@@ -1,0 +1,43 @@
+"""Shared fixtures. Real price files and the original model live in ``../shared``
+beside the repository; tests that need them skip where it is absent (a user's clone)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+MODELS = REPO / "models"
+
+
+@pytest.fixture(scope="session")
+def repo_dir() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED / "data").is_dir():
+        pytest.skip(f"real data not available ({SHARED} is absent)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def seed_keras_file(shared_dir: Path) -> Path:
+    path = shared_dir / "seed-model" / "lstm_petr4_final.keras"
+    if not path.is_file():
+        pytest.skip(f"the original model is not available ({path})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def seed_bundle(seed_keras_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The original model converted into a bundle by the real converter (needs the train extra)."""
+    from lstm_predictor.convert.keras_model import load_keras_model
+    from lstm_predictor.convert.keras_to_onnx import convert_model
+
+    out = tmp_path_factory.mktemp("seed") / "PETR4.SA"
+    convert_model(load_keras_model(seed_keras_file), out, symbol="PETR4.SA", normalisation="window_first")
+    return out
