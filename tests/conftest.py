@@ -3,6 +3,7 @@ beside the repository; tests that need them skip where it is absent (a user's cl
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,15 @@ def shared_dir() -> Path:
     if not (SHARED / "data").is_dir():
         pytest.skip(f"real data not available ({SHARED} is absent)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Prometheus' checker (Debian package ``prometheus``)."""
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    return path
 
 
 @pytest.fixture(scope="session")
