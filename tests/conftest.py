@@ -51,3 +51,11 @@ def seed_bundle(seed_keras_file: Path, tmp_path_factory: pytest.TempPathFactory)
     out = tmp_path_factory.mktemp("seed") / "PETR4.SA"
     convert_model(load_keras_model(seed_keras_file), out, symbol="PETR4.SA", normalisation="window_first")
     return out
+
+
+@pytest.fixture
+def tiny_bundle(tmp_path: Path) -> Path:
+    """A real bundle whose graph predicts the window's mean (see tests/tiny_bundle.py)."""
+    from tiny_bundle import make_tiny_bundle
+
+    return make_tiny_bundle(tmp_path / "models" / "TINY3.SA")
