@@ -5,11 +5,15 @@ Recording touches only plain Python dicts, ints and floats: no lock, no
 The numbers become Prometheus metric families only when ``/metrics`` is scraped,
 in :meth:`Metrics.collect`, which the registry calls from :meth:`Metrics.render`.
 
-Threading contract: every method of :class:`Metrics`, ``render`` included, is
-called from the event-loop thread. That is what makes the lock-free state safe
-(``d[k] = d.get(k, 0) + 1`` is not atomic across threads). Code running in a
-worker thread, such as the timing of a batched onnxruntime run, hands its
-numbers over with ``loop.call_soon_threadsafe(metrics.inference, ...)``.
+Threading contract, which is what makes the lock-free state safe: every series
+has exactly one writing thread, because a read-modify-write such as
+``counts[i] += 1`` is not atomic across threads. All methods, ``render``
+included, are called from the event-loop thread, except :meth:`Metrics.inference`,
+which a model's batcher calls from its one worker thread (the only thread that
+knows how long a run took); that model's inference and batch-size series are
+written by that thread alone. Creating a series is a single ``dict.setdefault``
+and the scrape copies dict keys in one C-level call, both atomic under the GIL,
+so a scrape racing an inference sees at worst that run's sum without its bucket.
 
 Label values are bounded whatever clients send: routes are the application's
 route templates (see :func:`route_label`), methods outside the standard set
@@ -101,7 +105,9 @@ class _HistogramVec:
     def touch(self, key: tuple[str, ...]) -> _Histogram:
         hist = self.series.get(key)
         if hist is None:
-            hist = self.series[key] = _Histogram(len(self.bounds))
+            # setdefault, not assignment: a series created concurrently by its
+            # writer thread and by models_loaded() must not lose the writer's counts.
+            hist = self.series.setdefault(key, _Histogram(len(self.bounds)))
         return hist
 
     def observe(self, key: tuple[str, ...], value: float) -> None:
@@ -149,9 +155,10 @@ def _source_kind(source: str) -> str:
 
 
 class Metrics:
-    """The daemon's metrics and the registry that exposes them (see the module docstring).
+    """The daemon's metrics and the registry that exposes them.
 
-    Call every method from the event-loop thread.
+    Call every method from the event-loop thread, except :meth:`inference`
+    (see the module docstring).
     """
 
     def __init__(self) -> None:
@@ -212,7 +219,11 @@ class Metrics:
         self._predictions[key] = self._predictions.get(key, 0) + count
 
     def inference(self, model: str, seconds: float, batch_size: int) -> None:
-        """One onnxruntime run of ``batch_size`` windows that took ``seconds``."""
+        """One onnxruntime run of ``batch_size`` windows that took ``seconds``.
+
+        The one method that may be called off the loop: from ``model``'s batcher
+        worker thread, the single writer of this model's series.
+        """
         key = (self._model(model),)
         self._inference_seconds.observe(key, seconds)
         self._batch_size.observe(key, batch_size)
