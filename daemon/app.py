@@ -1,0 +1,99 @@
+"""The aiohttp application: route tables, request metrics and the JSON error contract."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from . import docs, openapi, routes_predict, routes_service
+from .batching import BatcherClosedError, QueueFullError
+from .errors import ApiError, NotFound, Unavailable, error_body
+from .kserve import routes as kserve_routes
+from .metrics import route_label
+from .openapi import V2_PREFIX
+from .state import STATE, DaemonState
+
+log = logging.getLogger(__name__)
+
+# Status recorded for a request whose client went away before the answer (nginx's convention).
+CLIENT_CLOSED = 499
+
+
+def create_app(state: DaemonState) -> web.Application:
+    app = web.Application(
+        client_max_size=state.config.max_body_bytes,
+        middlewares=[_record_requests(state), _render_errors(state)],
+    )
+    app[STATE] = state
+    for module in (routes_service, routes_predict, kserve_routes, openapi, docs):
+        app.router.add_routes(module.routes)
+    return app
+
+
+def _record_requests(state: DaemonState):  # noqa: ANN202 - an aiohttp middleware
+    metrics = state.metrics
+
+    @web.middleware
+    async def record_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+        metrics.request_started()
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:  # only redirects get past the error middleware
+            status = exc.status
+            raise
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED
+            raise
+        finally:
+            metrics.request_finished(route_label(request), request.method, status, time.perf_counter() - started)
+
+    return record_requests
+
+
+def _render_errors(state: DaemonState):  # noqa: ANN202 - an aiohttp middleware
+    max_body = state.config.max_body_bytes
+
+    @web.middleware
+    async def render_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            error = exc
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            error = _from_http(exc, request, max_body)
+        except QueueFullError as exc:
+            error = Unavailable(f"the daemon is overloaded: {exc}", retry_after=1, code="overloaded")
+        except BatcherClosedError:
+            error = Unavailable("the daemon is shutting down", retry_after=1, code="shutting_down")
+        except Exception:
+            log.exception("unhandled error answering %s %s", request.method, request.path)
+            error = ApiError("internal error; the daemon's log has the details")
+        v2 = request.path == V2_PREFIX or request.path.startswith(V2_PREFIX + "/")
+        return web.Response(body=error_body(error, v2), status=error.status, headers=error.headers,
+                            content_type="application/json")
+
+    return render_errors
+
+
+def _from_http(exc: web.HTTPException, request: web.Request, max_body: int) -> ApiError:
+    """aiohttp's own refusals (no route, wrong method, body too large) in our JSON shape."""
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound(f"no endpoint at {request.path}; GET / lists the endpoints", code="no_such_endpoint")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return ApiError(f"{request.method} is not allowed on {request.path}; allowed: {allowed}",
+                        status=405, code="method_not_allowed", headers={"Allow": allowed})
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return ApiError(f"the request body is larger than the {max_body}-byte limit (max_body_bytes)",
+                        status=413, code="body_too_large", details={"max_body_bytes": max_body})
+    return ApiError(exc.reason, status=exc.status, code=exc.reason.lower().replace(" ", "_"))

@@ -1,0 +1,292 @@
+"""The daemon's configuration: one table of options, four sources, one precedence.
+
+Every option can be given as a command-line flag, an environment variable
+``LSTM_PREDICTOR_<NAME>`` or a top-level key of a TOML file (``--config FILE``
+or ``LSTM_PREDICTOR_CONFIG``); the first of flag > environment > file >
+default that sets it wins. Values from all sources go through the same parser,
+so ``port = "80"`` in the file and ``--port 80`` mean the same thing and a bad
+value is reported with where it came from.
+
+The service this daemon replaces was configured by ``MODEL_PATH``,
+``METADATA_PATH`` and ``LOOK_BACK``; those keep working (see
+:func:`_legacy`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+ENV_PREFIX = "LSTM_PREDICTOR_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+SYSTEM_MODELS_DIR = Path("/var/lib/lstm-predictor/models")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+VARIANTS = ("fp32", "int8")
+KERAS_SUFFIXES = (".keras", ".h5")
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the message names the setting and where it came from."""
+
+
+def default_models_dir() -> Path:
+    """The repository's ``models/`` in a source checkout, else the system location."""
+    from lstm_predictor import daemon
+
+    repo_models = Path(daemon.__file__).resolve().parents[1] / "models"
+    return repo_models if repo_models.is_dir() else SYSTEM_MODELS_DIR
+
+
+# -- parsers: each takes a string (flag, environment) or a TOML value ----------------------------
+
+
+def _int(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError(f"expected an integer, got {value!r}")
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {value!r}") from None
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected a number of seconds, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {value!r}") from None
+    if not number > 0:
+        raise ValueError(f"must be greater than 0, got {value!r}")
+    return number
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _text(value).lower()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return text
+
+    return parse
+
+
+def _path(value: Any) -> Path:
+    return Path(_text(value)).expanduser()
+
+
+def _market_data(value: Any) -> str:
+    """``yfinance`` or a directory of ``<SYMBOL>.csv`` files (checked to exist)."""
+    text = _text(value)
+    if text.lower() == "yfinance":
+        return "yfinance"
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"{text!r} is neither 'yfinance' nor an existing directory of <SYMBOL>.csv files")
+    return str(path.resolve())
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    parse: Callable[[Any], Any]
+    help: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", _text, "Address to listen on."),
+    Option("port", _int(0), "TCP port to listen on (0: any free port)."),
+    Option("models", _path, "Models directory (one bundle per folder), or a single bundle folder."),
+    Option("market_data", _market_data, "'yfinance', or a directory of <SYMBOL>.csv files."),
+    Option("cache_dir", _path, "Where the yfinance source keeps its on-disk cache."),
+    Option("log_level", _choice(*LOG_LEVELS), "Log level: debug, info, warning or error."),
+    Option("max_batch_size", _int(1), "Most windows the batcher puts in one inference run."),
+    Option("max_queue_delay_us", _int(0), "Longest a queued request waits for its batch to fill, in microseconds."),
+    Option("max_queue_size", _int(1), "Most requests queued per model before answering 503."),
+    Option("variant", _choice(*VARIANTS), "Model variant: fp32, or int8 where a bundle's accuracy gate passed."),
+    Option("max_body_bytes", _int(1024), "Largest request body accepted; larger is a 413."),
+    Option("default_model", _text, "Model answering requests that name no symbol (default: first by name)."),
+    Option("market_data_ttl", _seconds, "Seconds fetched closes are reused before asking the source again."),
+    Option("market_data_timeout", _seconds, "Seconds a market-data fetch may take before it counts as failed."),
+    Option("drain_timeout", _seconds, "Seconds a shutdown waits for in-flight requests."),
+)
+OPTION_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    models: Path = field(default_factory=default_models_dir)
+    market_data: str = "yfinance"
+    cache_dir: Path | None = None
+    log_level: str = "info"
+    max_batch_size: int = 32
+    max_queue_delay_us: int = 200
+    max_queue_size: int = 1024
+    variant: str = "fp32"
+    max_body_bytes: int = 1 << 20
+    default_model: str | None = None
+    market_data_ttl: float = 300.0
+    market_data_timeout: float = 10.0
+    drain_timeout: float = 30.0
+    # From the legacy METADATA_PATH / LOOK_BACK: what every served bundle must agree with.
+    expect_look_back: int | None = None
+    expect_symbol: str | None = None
+    # Where each setting came from ("flag", "env LSTM_PREDICTOR_PORT", "file /etc/...", "default").
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+
+def load_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None,
+                config_file: Path | None = None) -> Config:
+    """Resolve every option by precedence: flag > environment > config file > default.
+
+    ``flags`` holds the command-line values, ``None`` for a flag not given.
+    ``config_file`` is ``--config``; without it ``LSTM_PREDICTOR_CONFIG`` names the file.
+    """
+    env = os.environ if environ is None else environ
+    if config_file is None and env.get(CONFIG_ENV):
+        config_file = Path(env[CONFIG_ENV]).expanduser()
+    file_values = _read_config_file(config_file) if config_file is not None else {}
+
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for option in OPTIONS:
+        for origin, raw in (
+            ("flag " + option.flag, flags.get(option.name)),
+            ("environment " + option.env, env.get(option.env)),
+            (f"config file {config_file} key {option.name!r}", file_values.get(option.name)),
+        ):
+            if raw is None:
+                continue
+            try:
+                values[option.name] = option.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{origin}: {exc}") from None
+            origins[option.name] = origin
+            break
+        else:
+            origins[option.name] = "default"
+    config = Config(**values, origins=origins)
+    return _legacy(config, env)
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
+    unknown = sorted(set(data) - set(OPTION_BY_NAME))
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(OPTION_BY_NAME)}"
+        )
+    return data
+
+
+def _legacy(config: Config, env: Mapping[str, str]) -> Config:
+    """Apply the old service's ``MODEL_PATH``, ``METADATA_PATH`` and ``LOOK_BACK``.
+
+    ``MODEL_PATH`` named a ``.keras`` file; the daemon serves ONNX bundles, so it
+    may now name a bundle folder or the ``model.onnx`` inside one. A Keras file
+    is refused with the command that converts it, rather than silently serving
+    something else. ``LOOK_BACK`` and the old metadata file's ``look_back`` and
+    ``symbol`` become checks the loaded bundles must pass.
+    """
+    changes: dict[str, Any] = {}
+    origins = dict(config.origins)
+
+    model_path = env.get("MODEL_PATH")
+    if model_path:
+        if origins["models"] != "default":
+            raise ConfigError(
+                f"MODEL_PATH={model_path} and {origins['models']} both name the models; set only one"
+            )
+        changes["models"] = _legacy_bundle_dir(Path(model_path).expanduser())
+        origins["models"] = "environment MODEL_PATH"
+
+    look_back = env.get("LOOK_BACK")
+    if look_back:
+        try:
+            changes["expect_look_back"] = _int(2)(look_back)
+        except ValueError as exc:
+            raise ConfigError(f"environment LOOK_BACK: {exc}") from None
+
+    metadata_path = env.get("METADATA_PATH")
+    if metadata_path:
+        meta = _read_legacy_metadata(Path(metadata_path).expanduser())
+        meta_look_back = meta.get("look_back")
+        if meta_look_back is not None:
+            expected = changes.get("expect_look_back")
+            if expected is not None and expected != meta_look_back:
+                raise ConfigError(
+                    f"LOOK_BACK={expected} disagrees with METADATA_PATH={metadata_path} (look_back {meta_look_back})"
+                )
+            changes["expect_look_back"] = meta_look_back
+        if isinstance(meta.get("symbol"), str):
+            changes["expect_symbol"] = meta["symbol"]
+
+    if not changes:
+        return config
+    return dataclasses.replace(config, **changes, origins=origins)
+
+
+def _legacy_bundle_dir(path: Path) -> Path:
+    if path.suffix.lower() in KERAS_SUFFIXES:
+        raise ConfigError(
+            f"MODEL_PATH={path} is a Keras model; this daemon serves ONNX model bundles. Convert it once with\n"
+            f"  lstm-predictor convert {path} --out models/<SYMBOL> --metadata model_metadata.json\n"
+            "(needs the train extra: pip install 'lstm-predictor[train]'), then set MODEL_PATH to that folder "
+            "or use --models"
+        )
+    if path.suffix.lower() == ".onnx":
+        path = path.parent
+    if not (path / "metadata.json").is_file():
+        raise ConfigError(f"MODEL_PATH={path} is not a model bundle (a folder with model.onnx and metadata.json)")
+    return path
+
+
+def _read_legacy_metadata(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"METADATA_PATH={path}: cannot be read as JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"METADATA_PATH={path}: must hold a JSON object")
+    look_back = meta.get("look_back")
+    if look_back is not None and (isinstance(look_back, bool) or not isinstance(look_back, int)):
+        raise ConfigError(f"METADATA_PATH={path}: look_back {look_back!r} is not an integer")
+    return meta

@@ -1,0 +1,154 @@
+"""The daemon's asynchronous face of a blocking price source.
+
+Sources (a CSV directory, yfinance) block: a yfinance download can take
+seconds or hang. Requests must not wait on that more than needed, and the
+source must not be hammered, so between the handlers and the source sit:
+
+* a worker thread per fetch with a timeout, so the event loop never blocks;
+* a per-symbol cache with a TTL: closes change once a trading day;
+* single flight: concurrent requests for one symbol share one fetch;
+* backoff after a failure (longer after a rate limit), during which the
+  source is not asked at all;
+* the last good closes, marked stale, when the source fails; only without
+  them does a request fail, with a 503 and ``Retry-After``.
+
+A source failing for one symbol backs off the whole source: a rate limit or
+an outage is the source's, not the symbol's. An unknown symbol is not a source
+failure and is not cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import NotFound, Unavailable
+from ..metrics import Metrics
+from .errors import MarketDataError, RateLimitedError, UnknownSymbolError
+from .series import PriceSeries
+from .source import PriceSource
+
+log = logging.getLogger(__name__)
+
+# Backoff after consecutive failures doubles from the first value up to the cap.
+FAILURE_BACKOFF = (1.0, 60.0)
+# Yahoo's rate limits last minutes; retrying sooner only extends them.
+RATE_LIMIT_BACKOFF = (30.0, 600.0)
+
+
+@dataclass(frozen=True)
+class MarketSnapshot:
+    """Closes as served to a request: ``stale`` with the reason when they are the last
+    good copy kept because a refresh failed."""
+
+    series: PriceSeries
+    fetched_at: float  # the clock's time of the successful fetch
+    stale: bool = False
+    stale_reason: str | None = None
+
+
+class MarketDataService:
+    def __init__(
+        self,
+        source: PriceSource,
+        *,
+        ttl: float,
+        timeout: float,
+        metrics: Metrics,
+        max_threads: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.ttl = ttl
+        self.timeout = timeout
+        self._metrics = metrics
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="market-data")
+        self._cache: dict[str, MarketSnapshot] = {}
+        self._inflight: dict[str, asyncio.Task[MarketSnapshot]] = {}
+        self._blocked_until = 0.0  # the clock's time before which the source is not asked
+        self._backoff = 0.0  # the last backoff applied, doubled on the next failure
+        self._block_reason = ""
+
+    async def get(self, symbol: str) -> MarketSnapshot:
+        """The closes of ``symbol``: cached, fetched, or the last good copy marked stale.
+
+        Raises NotFound for a symbol the source does not have, Unavailable (503
+        with Retry-After) when the source fails and nothing was fetched before.
+        """
+        cached = self._cache.get(symbol)
+        now = self._clock()
+        if cached is not None and now - cached.fetched_at < self.ttl:
+            self._metrics.market_cache(True)
+            self._metrics.market_data_age(symbol, now - cached.fetched_at)
+            return cached
+        self._metrics.market_cache(False)
+        if now < self._blocked_until:
+            return self._fallback(symbol, self._block_reason, self._blocked_until - now)
+        task = self._inflight.get(symbol)
+        if task is None:
+            task = asyncio.ensure_future(self._refresh(symbol))
+            self._inflight[symbol] = task
+            task.add_done_callback(lambda _: self._inflight.pop(symbol, None))
+        # shield: a client that disconnects must not cancel the fetch others wait for.
+        return await asyncio.shield(task)
+
+    async def close(self) -> None:
+        # Never wait for a hung fetch: its thread is abandoned with the process.
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _refresh(self, symbol: str) -> MarketSnapshot:
+        loop = asyncio.get_running_loop()
+        started = self._clock()
+        try:
+            series = await asyncio.wait_for(
+                loop.run_in_executor(self._executor, self.source.fetch, symbol), self.timeout
+            )
+        except UnknownSymbolError as exc:
+            self._metrics.market_fetch(self.source.name, self._clock() - started, True)
+            raise NotFound(str(exc), code="unknown_market_symbol", details={"symbol": symbol}) from None
+        except RateLimitedError as exc:
+            return self._failed(symbol, started, f"{self.source.name} is rate limiting requests ({exc})",
+                                RATE_LIMIT_BACKOFF, exc.retry_after)
+        except asyncio.TimeoutError:
+            return self._failed(symbol, started, f"{self.source.name} did not answer within {self.timeout:g} s",
+                                FAILURE_BACKOFF)
+        except MarketDataError as exc:
+            return self._failed(symbol, started, f"{self.source.name} failed: {exc}", FAILURE_BACKOFF)
+        except Exception as exc:  # a library error the source did not translate (yfinance has many)
+            log.exception("market-data source %s raised an unexpected error for %s", self.source.name, symbol)
+            return self._failed(symbol, started, f"{self.source.name} failed: {exc!r}", FAILURE_BACKOFF)
+        now = self._clock()
+        self._metrics.market_fetch(self.source.name, now - started, True)
+        self._metrics.market_data_age(symbol, 0.0)
+        self._backoff = 0.0
+        snapshot = MarketSnapshot(series=series, fetched_at=now)
+        self._cache[symbol] = snapshot
+        return snapshot
+
+    def _failed(self, symbol: str, started: float, reason: str, backoff: tuple[float, float],
+                retry_after: float | None = None) -> MarketSnapshot:
+        now = self._clock()
+        self._metrics.market_fetch(self.source.name, now - started, False)
+        first, cap = backoff
+        self._backoff = min(cap, max(first, 2 * self._backoff))
+        delay = max(retry_after or 0.0, self._backoff)
+        self._blocked_until = now + delay
+        self._block_reason = reason
+        log.warning("%s (symbol %s); not asking the source again for %.0f s", reason, symbol, delay)
+        return self._fallback(symbol, reason, delay)
+
+    def _fallback(self, symbol: str, reason: str, retry_after: float) -> MarketSnapshot:
+        cached = self._cache.get(symbol)
+        if cached is None:
+            raise Unavailable(
+                f"no market data for {symbol}: {reason}; retry in {max(1, round(retry_after))} s",
+                retry_after=retry_after, code="market_data_unavailable", details={"symbol": symbol},
+            )
+        self._metrics.market_data_age(symbol, self._clock() - cached.fetched_at)
+        return MarketSnapshot(cached.series, cached.fetched_at, stale=True,
+                              stale_reason=f"the last good data is served because {reason}")

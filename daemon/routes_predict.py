@@ -1,0 +1,139 @@
+"""The prediction endpoints: given prices, live prices, and multi-day forecasts.
+
+Handlers stay lean (the hot path): decode and validate with msgspec, one
+registry lookup, one batched inference, encode. No logging here; the error
+middleware renders every failure.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import numpy as np
+from aiohttp import web
+
+from .errors import InvalidInput, Unavailable
+from .market_data.service import MarketSnapshot
+from .jsonio import decode_body, json_response
+from .openapi import operation
+from .predictions import forecast, forecast_response, freshness, market_window, prediction_response
+from .registry import ServedModel
+from .schemas import (
+    ForecastRequest,
+    ForecastResponse,
+    LivePredictResponse,
+    LiveRequest,
+    PredictRequest,
+    PredictResponse,
+)
+from .state import STATE, DaemonState
+from .trading_calendar import b3_today
+from .windows import WindowError, validate_prices
+
+TAGS = ("Predictions",)
+routes = web.RouteTableDef()
+
+_predict_request = msgspec.json.Decoder(PredictRequest)
+_live_request = msgspec.json.Decoder(LiveRequest)
+_forecast_request = msgspec.json.Decoder(ForecastRequest)
+
+
+def _window(prices: list[float], model: ServedModel) -> np.ndarray:
+    try:
+        return validate_prices(prices, model.look_back)
+    except WindowError as exc:
+        raise InvalidInput(str(exc), code="invalid_prices", details={"model": model.name, "look_back": model.look_back}) from None
+
+
+async def _market_window(state: DaemonState, model: ServedModel) -> tuple[MarketSnapshot, np.ndarray]:
+    snapshot = await state.market.get(model.bundle.symbol)
+    window = market_window(snapshot, model.look_back)
+    if window is None:
+        raise Unavailable(
+            f"{snapshot.series.source} has only {len(snapshot.series)} closes for {model.bundle.symbol}; "
+            f"the model needs {model.look_back}",
+            retry_after=None, code="insufficient_market_data",
+        )
+    return snapshot, window
+
+
+@routes.post("/predict")
+@operation(request=PredictRequest, response=PredictResponse, errors=(400, 404, 413, 422, 503), tags=TAGS)
+async def predict(request: web.Request) -> web.Response:
+    """Predict the next close from given prices.
+
+    ``prices`` are exactly the model's look_back closes, oldest first. With
+    ``last_date`` (the date of the last price) the answer is dated to the next
+    B3 trading day; without it the dates are null.
+    """
+    state = request.app[STATE]
+    body = await decode_body(request, _predict_request)
+    model = state.registry.get(body.symbol)
+    window = _window(body.prices, model)
+    started = time.perf_counter()
+    prediction = await model.predict(window[None, :])
+    seconds = time.perf_counter() - started
+    state.metrics.prediction("manual", model.name)
+    return json_response(prediction_response(
+        model_name=model.name, bundle=model.bundle, window=window, prediction=prediction,
+        last_date=body.last_date, seconds=seconds,
+    ))
+
+
+@routes.post("/predict/live")
+@operation(request=LiveRequest, response=LivePredictResponse, errors=(400, 404, 413, 422, 503), tags=TAGS)
+async def predict_live(request: web.Request) -> web.Response:
+    """Predict the next B3 trading day's close from the latest market closes.
+
+    The daemon fetches the closes itself (yfinance or a CSV directory) and says
+    how fresh they are in ``data``; when the source fails it serves its last
+    good copy marked ``stale``, or answers 503 with ``Retry-After``.
+    """
+    state = request.app[STATE]
+    body = await decode_body(request, _live_request)
+    model = state.registry.get(body.symbol)
+    with model.in_use():  # the market fetch may outlast a reload
+        snapshot, window = await _market_window(state, model)
+        started = time.perf_counter()
+        prediction = await model.predict(window[None, :])
+        seconds = time.perf_counter() - started
+    state.metrics.prediction("live", model.name)
+    return json_response(prediction_response(
+        model_name=model.name, bundle=model.bundle, window=window, prediction=prediction,
+        last_date=snapshot.series.end, seconds=seconds, data=freshness(snapshot),
+    ))
+
+
+@routes.post("/predict/forecast")
+@operation(request=ForecastRequest, response=ForecastResponse, errors=(400, 404, 413, 422, 503), tags=TAGS)
+async def predict_forecast(request: web.Request) -> web.Response:
+    """Forecast 1 to 30 B3 trading days ahead, recursively.
+
+    Each day's prediction (at full precision) becomes the newest close of the
+    next day's window. From the latest market closes, or from ``prices`` (then
+    counted from ``last_date``, else from today). Each day reports its change
+    against the last known price and against the day before.
+    """
+    state = request.app[STATE]
+    body = await decode_body(request, _forecast_request)
+    model = state.registry.get(body.symbol)
+    with model.in_use():
+        if body.prices is not None:
+            window = _window(body.prices, model)
+            last_date, data = body.last_date, None
+            base_date = last_date or b3_today()
+        elif body.last_date is not None:
+            raise InvalidInput("last_date dates the given prices; send it together with prices", code="invalid_input")
+        else:
+            snapshot, window = await _market_window(state, model)
+            last_date = base_date = snapshot.series.end
+            data = freshness(snapshot)
+        started = time.perf_counter()
+        days = await forecast(model.predict, window, base_date, body.days)
+        seconds = time.perf_counter() - started
+    state.metrics.prediction("forecast", model.name, body.days)
+    return json_response(forecast_response(
+        model_name=model.name, bundle=model.bundle, window=window, days=days,
+        base_date=base_date, last_date=last_date, seconds=seconds, data=data,
+    ))

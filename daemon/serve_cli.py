@@ -1,0 +1,53 @@
+"""``lstm-predictor serve``: run the HTTP daemon.
+
+The flags are generated from the one option table in
+:mod:`lstm_predictor.daemon.config`, so a flag, its environment variable and
+its config-file key can never drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .config import CONFIG_ENV, OPTIONS, ConfigError, load_config
+
+EXIT_STARTUP_FAILED = 1
+EXIT_BAD_CONFIG = 2
+
+
+def _option_flags(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(OPTIONS):
+        command = click.option(option.flag, option.name, default=None, metavar="VALUE",
+                               help=f"{option.help} [env: {option.env}]")(command)
+    return command
+
+
+@click.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=f"TOML file with any of the options below as top-level keys [env: {CONFIG_ENV}].")
+@_option_flags
+def serve(config_file: Path | None, **flags: str | None) -> None:
+    """Serve the model bundles over HTTP (flag > environment > config file > default)."""
+    try:
+        config = load_config(flags, config_file=config_file)
+    except ConfigError as exc:
+        click.echo(f"lstm-predictor serve: configuration error: {exc}", err=True)
+        sys.exit(EXIT_BAD_CONFIG)
+    logging.basicConfig(
+        level=config.log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Imported here so that --help and configuration errors stay instant.
+    from .server import StartupError, serve as run
+
+    try:
+        asyncio.run(run(config))
+    except StartupError as exc:
+        click.echo(f"lstm-predictor serve: {exc}", err=True)
+        sys.exit(EXIT_STARTUP_FAILED)
