@@ -1,0 +1,91 @@
+"""The daemon's native stack runs under the unit's seccomp confinement
+(SystemCallFilter=, MemoryDenyWriteExecute=), applied as systemd applies it."""
+
+from __future__ import annotations
+
+import json
+import mmap
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lstm_predictor.daemon.bundle import read_bundle
+from lstm_predictor.daemon.engine import Engine
+from systemd_sandbox import libseccomp
+
+REPO = Path(__file__).resolve().parents[1]
+UNIT = REPO / "systemd" / "lstm-predictor.service"
+SANDBOX = Path(__file__).with_name("systemd_sandbox.py")
+SHIPPED = sorted(p.name for p in (REPO / "models").glob("*") if (p / "metadata.json").is_file())
+
+pytestmark = pytest.mark.skipif(libseccomp() is None, reason="libseccomp is not installed")
+
+# Runs inside the sandbox: the engine on every variant asked for, plus the
+# network stack /predict/live uses, then the predictions as JSON.
+PROBE = """
+import json, sys
+import numpy as np
+from lstm_predictor.daemon.bundle import read_bundle
+from lstm_predictor.daemon.engine import Engine
+bundle = read_bundle(sys.argv[1])
+windows = np.array(json.loads(sys.argv[2]))
+out = {}
+for variant in sys.argv[3:]:
+    engine = Engine(bundle, variant)
+    engine.warm_up()
+    out[variant] = engine.predict(windows).prices.tolist()
+import aiohttp, yfinance, curl_cffi.requests
+curl_cffi.requests.Session().close()
+print(json.dumps(out))
+"""
+
+
+def confined(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SANDBOX), str(UNIT), "--", *command], check=False, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_confinement_is_real() -> None:
+    """The sandbox refuses what the unit forbids, so that passing it means something."""
+    check = """
+import mmap, os
+for name, call in [("wx", lambda: mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)),
+                   ("nice", lambda: os.nice(1))]:
+    try:
+        call()
+        print(name, "allowed")
+    except PermissionError:
+        print(name, "denied")
+"""
+    # Unconfined, both are allowed here; confined, MemoryDenyWriteExecute= and ~@resources refuse them.
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC).close()
+    result = confined(sys.executable, "-c", check)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["wx", "denied", "nice", "denied"]
+
+
+@pytest.fixture(params=["tiny", *SHIPPED])
+def bundle_dir(request: pytest.FixtureRequest) -> Path:
+    if request.param == "tiny":
+        return request.getfixturevalue("tiny_bundle")
+    return REPO / "models" / request.param
+
+
+def test_onnxruntime_predicts_the_same_under_the_unit_sandbox(bundle_dir: Path) -> None:
+    bundle = read_bundle(bundle_dir)
+    variants = ["fp32"] + (["int8"] if bundle.int8_file is not None else [])
+    windows = 30.0 + np.sin(np.arange(3 * bundle.look_back).reshape(3, bundle.look_back) / 7.0)
+    expected = {v: Engine(bundle, v).predict(windows).prices.tolist() for v in variants}
+
+    result = confined(sys.executable, "-c", PROBE, str(bundle_dir), json.dumps(windows.tolist()), *variants)
+
+    assert result.returncode == 0, result.stderr
+    # onnxruntime logs, rather than raises, a refused call (e.g. thread affinity under ~@resources).
+    assert "Operation not permitted" not in result.stderr
+    got = json.loads(result.stdout)
+    for variant in variants:
+        np.testing.assert_allclose(got[variant], expected[variant], rtol=1e-6)
