@@ -33,14 +33,13 @@ log = logging.getLogger(__name__)
 class ServedModel:
     """One bundle being served: its engine, behind its own batcher."""
 
-    def __init__(self, engine: Engine, config: Config, metrics: Metrics, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, engine: Engine, config: Config, metrics: Metrics) -> None:
         self.bundle: Bundle = engine.bundle
         self.name = self.bundle.name
         self.engine = engine
         self.variant = engine.variant
         self.look_back = self.bundle.look_back
         self._metrics = metrics
-        self._loop = loop
         self._users = 0  # requests between their first and last use of this model
         self.batcher = Batcher(
             self._run,
@@ -74,11 +73,11 @@ class ServedModel:
         await self.batcher.close()
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        # The batcher's worker thread: time the inference itself, without queueing, and
-        # hand the figure to the loop thread, which alone touches the metrics.
+        # The batcher's worker thread: time the inference itself, without queueing
+        # (Metrics.inference is the one metric recorded off the event loop).
         started = time.perf_counter()
         ratios = self.engine.run_normalised(x)
-        self._loop.call_soon_threadsafe(self._metrics.inference, self.name, time.perf_counter() - started, x.shape[0])
+        self._metrics.inference(self.name, time.perf_counter() - started, x.shape[0])
         return ratios
 
     def _on_batch(self, size: int, queue_wait: float) -> None:
@@ -147,10 +146,9 @@ def bundle_dirs(path: Path) -> list[Path]:
     return dirs
 
 
-def load_registry(config: Config, metrics: Metrics, loop: asyncio.AbstractEventLoop) -> Registry:
+def load_registry(config: Config, metrics: Metrics) -> Registry:
     """Read, check, open and warm up every bundle in ``config.models``, or raise BundleError
-    naming each bundle that failed (none is served unless all load). ``loop`` is the event
-    loop the models will serve on (this may run in a worker thread)."""
+    naming each bundle that failed (none is served unless all load)."""
     engines: list[Engine] = []
     failures: list[str] = []
     for path in bundle_dirs(config.models):
@@ -175,7 +173,7 @@ def load_registry(config: Config, metrics: Metrics, loop: asyncio.AbstractEventL
     default = config.default_model or names[0]
     if default not in names:
         raise BundleError(f"default_model {default!r} is not among the loaded models ({', '.join(names)})")
-    models = {engine.bundle.name: ServedModel(engine, config, metrics, loop) for engine in engines}
+    models = {engine.bundle.name: ServedModel(engine, config, metrics) for engine in engines}
     return Registry(models, default)
 
 

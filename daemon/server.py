@@ -62,7 +62,7 @@ class Daemon:
         config = self.config
         self.notifier.status(f"loading models from {config.models}")
         try:
-            registry = await loop.run_in_executor(None, load_registry, config, self.metrics, loop)
+            registry = await asyncio.to_thread(load_registry, config, self.metrics)
         except BundleError as exc:
             raise StartupError(f"cannot load the models: {exc}") from None
         self._publish(registry)
@@ -131,11 +131,11 @@ class Daemon:
             await self._reload()
 
     async def _reload(self) -> None:
-        state, loop = self.state, asyncio.get_running_loop()
+        state = self.state
         log.info("reloading models from %s", self.config.models)
         self.notifier.reloading(f"reloading models from {self.config.models}")
         try:
-            registry = await loop.run_in_executor(None, load_registry, self.config, self.metrics, loop)
+            registry = await asyncio.to_thread(load_registry, self.config, self.metrics)
         except BundleError as exc:
             message = f"reload failed, still serving {', '.join(state.registry.names)}: {exc}"
             log.error("%s", message)

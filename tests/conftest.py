@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# The real-daemon fixtures (start_daemon, models_dir, prices_dir): see tests/daemon_harness.py.
+from daemon_harness import models_dir, prices_dir, start_daemon  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 MODELS = REPO / "models"
