@@ -10,6 +10,8 @@ import pytest
 
 # The real-daemon fixtures (start_daemon, models_dir, prices_dir): see tests/daemon_harness.py.
 from daemon_harness import models_dir, prices_dir, start_daemon  # noqa: F401
+# systemd's end of NOTIFY_SOCKET (notify_listener, notify_path_listener): see tests/notify_listener.py.
+from notify_listener import notify_listener, notify_path_listener  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

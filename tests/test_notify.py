@@ -5,52 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from lstm_predictor.daemon.notify import Notifier, socket_address
-
-
-class FakeManager:
-    """The receiving end of ``$NOTIFY_SOCKET``: collects datagrams as systemd would."""
-
-    def __init__(self, address: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(address)
-        self.sock.setblocking(False)
-
-    def messages(self) -> list[dict[str, str]]:
-        out = []
-        while True:
-            try:
-                data = self.sock.recv(4096)
-            except BlockingIOError:
-                return out
-            out.append(dict(line.split("=", 1) for line in data.decode().splitlines()))
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def path_manager(tmp_path: Path) -> Iterator[tuple[str, FakeManager]]:
-    path = str(tmp_path / "notify.sock")
-    manager = FakeManager(path)
-    yield path, manager
-    manager.close()
-
-
-@pytest.fixture
-def abstract_manager() -> Iterator[tuple[str, FakeManager]]:
-    name = f"lstm-predictor-test-{uuid.uuid4().hex}"
-    manager = FakeManager("\0" + name)
-    yield "@" + name, manager
-    manager.close()
+from notify_listener import NotifyListener
 
 
 def test_without_notify_socket_everything_is_a_quiet_no_op() -> None:
@@ -62,10 +23,8 @@ def test_without_notify_socket_everything_is_a_quiet_no_op() -> None:
     asyncio.run(asyncio.wait_for(notifier.watchdog_loop(_always(True)), 5))  # returns at once
 
 
-@pytest.mark.parametrize("manager_fixture", ["path_manager", "abstract_manager"])
-def test_state_changes_arrive_as_datagrams(manager_fixture: str, request: pytest.FixtureRequest) -> None:
-    env_value, manager = request.getfixturevalue(manager_fixture)
-    notifier = Notifier.from_env({"NOTIFY_SOCKET": env_value})
+def test_state_changes_arrive_as_datagrams(notify_listener: NotifyListener) -> None:
+    notifier = Notifier.from_env({"NOTIFY_SOCKET": notify_listener.address})
     assert notifier.enabled
 
     notifier.ready("serving 1 model")
@@ -74,7 +33,7 @@ def test_state_changes_arrive_as_datagrams(manager_fixture: str, request: pytest
     notifier.ready("serving 2 models")
     notifier.stopping("draining")
 
-    got = manager.messages()
+    got = notify_listener.messages()
     assert got[0] == {"READY": "1", "STATUS": "serving 1 model"}
     assert got[1] == {"STATUS": "still serving"}
     assert got[2]["RELOADING"] == "1" and got[2]["STATUS"] == "reloading models"
@@ -83,19 +42,17 @@ def test_state_changes_arrive_as_datagrams(manager_fixture: str, request: pytest
     assert len(got) == 5
 
 
-def test_reloading_carries_the_monotonic_clock_that_notify_reload_needs(path_manager: tuple[str, FakeManager]) -> None:
-    env_value, manager = path_manager
+def test_reloading_carries_the_monotonic_clock_that_notify_reload_needs(notify_path_listener: NotifyListener) -> None:
     before = _monotonic_usec()
-    Notifier.from_env({"NOTIFY_SOCKET": env_value}).reloading("reloading")
+    Notifier.from_env({"NOTIFY_SOCKET": notify_path_listener.address}).reloading("reloading")
     after = _monotonic_usec()
-    (message,) = manager.messages()
+    (message,) = notify_path_listener.messages()
     assert before <= int(message["MONOTONIC_USEC"]) <= after
 
 
-def test_a_multi_line_status_cannot_inject_other_assignments(path_manager: tuple[str, FakeManager]) -> None:
-    env_value, manager = path_manager
-    Notifier.from_env({"NOTIFY_SOCKET": env_value}).status("bad model\nREADY=1")
-    assert manager.messages() == [{"STATUS": "bad model READY=1"}]
+def test_a_multi_line_status_cannot_inject_other_assignments(notify_path_listener: NotifyListener) -> None:
+    Notifier.from_env({"NOTIFY_SOCKET": notify_path_listener.address}).status("bad model\nREADY=1")
+    assert notify_path_listener.messages() == [{"STATUS": "bad model READY=1"}]
 
 
 def test_a_vanished_socket_is_logged_once_and_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -116,8 +73,8 @@ def test_unsupported_socket_addresses_disable_notifications() -> None:
     assert not Notifier.from_env({"NOTIFY_SOCKET": "vsock:2:1234"}).enabled
 
 
-def test_watchdog_interval_is_half_of_watchdog_usec_for_this_process_only(path_manager: tuple[str, FakeManager]) -> None:
-    env_value, _ = path_manager
+def test_watchdog_interval_is_half_of_watchdog_usec_for_this_process_only(notify_path_listener: NotifyListener) -> None:
+    env_value = notify_path_listener.address
     base = {"NOTIFY_SOCKET": env_value, "WATCHDOG_USEC": "20000000"}
     assert Notifier.from_env(base).watchdog_interval == 10.0
     assert Notifier.from_env({**base, "WATCHDOG_PID": str(os.getpid())}).watchdog_interval == 10.0
@@ -126,18 +83,16 @@ def test_watchdog_interval_is_half_of_watchdog_usec_for_this_process_only(path_m
     assert Notifier.from_env({"NOTIFY_SOCKET": env_value}).watchdog_interval is None
 
 
-def test_watchdog_pings_at_its_interval_while_alive(path_manager: tuple[str, FakeManager]) -> None:
-    env_value, manager = path_manager
+def test_watchdog_pings_at_its_interval_while_alive(notify_path_listener: NotifyListener) -> None:
     # WATCHDOG_USEC = 0.2 s -> a ping every 0.1 s; over 1 s that is about 10.
-    notifier = Notifier.from_env({"NOTIFY_SOCKET": env_value, "WATCHDOG_USEC": "200000"})
+    notifier = Notifier.from_env({"NOTIFY_SOCKET": notify_path_listener.address, "WATCHDOG_USEC": "200000"})
     asyncio.run(_run_for(notifier.watchdog_loop(_always(True)), 1.0))
-    pings = [m for m in manager.messages() if m == {"WATCHDOG": "1"}]
+    pings = [m for m in notify_path_listener.messages() if m == {"WATCHDOG": "1"}]
     assert 4 <= len(pings) <= 12
 
 
-def test_watchdog_withholds_pings_while_liveness_fails_and_resumes_after(path_manager: tuple[str, FakeManager]) -> None:
-    env_value, manager = path_manager
-    notifier = Notifier.from_env({"NOTIFY_SOCKET": env_value, "WATCHDOG_USEC": "200000"})
+def test_watchdog_withholds_pings_while_liveness_fails_and_resumes_after(notify_path_listener: NotifyListener) -> None:
+    notifier = Notifier.from_env({"NOTIFY_SOCKET": notify_path_listener.address, "WATCHDOG_USEC": "200000"})
     healthy = True
 
     async def liveness() -> bool:
@@ -147,15 +102,15 @@ def test_watchdog_withholds_pings_while_liveness_fails_and_resumes_after(path_ma
         nonlocal healthy
         task = asyncio.create_task(notifier.watchdog_loop(liveness))
         await asyncio.sleep(0.6)
-        alive_pings = len(manager.messages())
+        alive_pings = len(notify_path_listener.messages())
         healthy = False
         await asyncio.sleep(0.15)  # let a check that was already in flight land
-        manager.messages()
+        notify_path_listener.messages()
         await asyncio.sleep(0.8)
-        dead_pings = len(manager.messages())
+        dead_pings = len(notify_path_listener.messages())
         healthy = True
         await asyncio.sleep(0.6)
-        resumed_pings = len(manager.messages())
+        resumed_pings = len(notify_path_listener.messages())
         task.cancel()
         return alive_pings, dead_pings, resumed_pings
 
@@ -165,9 +120,8 @@ def test_watchdog_withholds_pings_while_liveness_fails_and_resumes_after(path_ma
     assert resumed >= 2
 
 
-def test_a_liveness_check_that_raises_or_hangs_counts_as_dead(path_manager: tuple[str, FakeManager]) -> None:
-    env_value, manager = path_manager
-    notifier = Notifier.from_env({"NOTIFY_SOCKET": env_value, "WATCHDOG_USEC": "200000"})
+def test_a_liveness_check_that_raises_or_hangs_counts_as_dead(notify_path_listener: NotifyListener) -> None:
+    notifier = Notifier.from_env({"NOTIFY_SOCKET": notify_path_listener.address, "WATCHDOG_USEC": "200000"})
 
     async def raises() -> bool:
         raise RuntimeError("engine gone")
@@ -178,7 +132,7 @@ def test_a_liveness_check_that_raises_or_hangs_counts_as_dead(path_manager: tupl
 
     asyncio.run(_run_for(notifier.watchdog_loop(raises), 0.6))
     asyncio.run(_run_for(notifier.watchdog_loop(hangs), 0.6))
-    assert manager.messages() == []
+    assert notify_path_listener.messages() == []
 
 
 def _always(value: bool):
