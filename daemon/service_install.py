@@ -106,7 +106,8 @@ def check_executable(executable: Path, *, on_this_system: bool) -> None:
         if hidden:
             raise click.ClickException(
                 f"{path} is under {hidden}, which the service's sandbox hides (ProtectHome=, PrivateTmp=): "
-                f"install into a virtual environment such as /opt/{SERVICE}/venv and run its {SERVICE}"
+                f"install into a virtual environment made by a system Python, e.g. "
+                f"/usr/bin/python3 -m venv /opt/{SERVICE}/venv, and run its bin/{SERVICE}"
             )
 
 
