@@ -66,13 +66,15 @@ def test_fetch_returns_cleaned_closes_and_always_passes_auto_adjust(yahoo, tmp_p
     assert series.dates == (D(2024, 1, 2), D(2024, 1, 3), D(2024, 1, 5))
     assert [(r.date, r.reason.split(" (")[0]) for r in series.dropped] == [(D(2024, 1, 4), "zero volume")]
     assert series.source == "yfinance"
+    assert series.column == "Adj Close"  # auto_adjust=True: Yahoo's Close is the adjusted close
     (symbol, kwargs), = fake.calls
     assert symbol == "PETR4.SA"
     assert kwargs["auto_adjust"] is True
     assert (kwargs["start"], kwargs["end"]) == ("2024-01-02", "2024-01-06")  # yfinance's end is exclusive
 
-    YFinanceSource(tmp_path, auto_adjust=False).fetch("PETR4.SA", D(2024, 1, 2), D(2024, 1, 5))
+    raw = YFinanceSource(tmp_path, auto_adjust=False).fetch("PETR4.SA", D(2024, 1, 2), D(2024, 1, 5))
     assert fake.calls[-1][1]["auto_adjust"] is False
+    assert raw.column == "Close"
 
 
 def test_a_second_request_for_a_past_range_is_served_from_the_disk_cache(yahoo, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import time (yfinance, which needs pandas, is imported on first use).
 
 from .adjust import Adjustment, back_adjust, detect_jumps
 from .cleaning import RawRow, clean, require_length
-from .csv_source import CsvDirectorySource, CsvFileSource
+from .csv_source import ADJ_CLOSE, CLOSE, CsvDirectorySource, CsvFileSource
 from .errors import (
     EmptyDataError,
     InsufficientDataError,
@@ -21,6 +21,8 @@ from .source import PriceSource
 from .yfinance_source import YFinanceSource
 
 __all__ = [
+    "ADJ_CLOSE",
+    "CLOSE",
     "Adjustment",
     "CsvDirectorySource",
     "CsvFileSource",

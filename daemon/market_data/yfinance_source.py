@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .cleaning import RawRow, clean
-from .csv_source import CLOSE, read_rows, write_rows
+from .csv_source import ADJ_CLOSE, CLOSE, read_rows, write_rows
 from .errors import EmptyDataError, RateLimitedError, SourceUnavailableError, UnknownSymbolError
 from .series import PriceSeries
 
@@ -62,8 +62,8 @@ class YFinanceSource:
             if cached is not None:
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 write_rows(cached, rows)
-        column = "Close (auto_adjust=True)" if self.auto_adjust else "Close (auto_adjust=False)"
-        return clean(symbol, rows, self.name, column=column)
+        # With auto_adjust=True Yahoo's "Close" is the dividend-adjusted close: name it as a CSV export would.
+        return clean(symbol, rows, self.name, column=ADJ_CLOSE if self.auto_adjust else CLOSE)
 
     def _cache_path(self, symbol: str, start: dt.date | None, end: dt.date | None) -> Path | None:
         if self.cache_dir is None:
