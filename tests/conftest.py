@@ -64,3 +64,19 @@ def tiny_bundle(tmp_path: Path) -> Path:
     from tiny_bundle import make_tiny_bundle
 
     return make_tiny_bundle(tmp_path / "models" / "TINY3.SA")
+
+
+@pytest.fixture(scope="session")
+def api_daemon(tmp_path_factory: pytest.TempPathFactory):
+    """One real daemon for the protocol and documentation tests: the tiny TINY3.SA bundle
+    (version "1"), its CSV prices, and a 16 KiB body limit."""
+    from daemon_harness import launch, write_prices
+    from tiny_bundle import make_tiny_bundle
+
+    root = tmp_path_factory.mktemp("api-daemon")
+    make_tiny_bundle(root / "models" / "TINY3.SA")
+    write_prices(root / "prices")
+    daemon = launch(root / "models", root / "prices", ["--max-body-bytes", "16384"], log_dir=root)
+    daemon.wait_healthy()
+    yield daemon
+    assert daemon.stop() == 0, daemon.stderr
