@@ -1,0 +1,210 @@
+"""``lstm-predictor bench``: measure a daemon under load, optionally beside the Keras service it replaces."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import click
+
+from . import aio, process, scenarios, wrk
+from .keras_baseline import KerasResult
+from .keras_baseline import run as run_keras
+from .loadgen import LoadResult
+from .report import Row, as_json, keras_comparison, mb, table
+from .scenarios import FORECAST_DAYS, Scenario, Target
+from .server_metrics import compare, scrape
+
+DEFAULT_KERAS_MODEL = Path("../shared/seed-model/lstm_petr4_final.keras")
+
+
+def _connections(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of connection counts, e.g. 1,32") from None
+    if not counts or min(counts) < 1:
+        raise click.BadParameter("connection counts must be at least 1")
+    return counts
+
+
+@click.command()
+@click.option("--url", help="Bench a running daemon at this base URL, e.g. http://127.0.0.1:8000.")
+@click.option("--start", is_flag=True, help="Start a daemon of our own (needs --models) and time it to ready.")
+@click.option("--models", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Models directory for --start.")
+@click.option("--model", "model_name", help="Model to address (default: the daemon's default model).")
+@click.option("--scenario", "scenario_names", type=click.Choice(scenarios.NAMES), multiple=True,
+              help="Route to measure; repeat for several (default: all).")  # fmt: skip
+@click.option("--connections", default="1,32", show_default=True, callback=_connections,
+              help="Concurrent connections, comma-separated: each route is measured at each.")  # fmt: skip
+@click.option("--duration", type=click.FloatRange(min=1), default=10.0, show_default=True, help="Seconds per run.")
+@click.option("--generator", type=click.Choice(["auto", "wrk", "aiohttp"]), default="auto", show_default=True,
+              help="Load generator: wrk when installed (auto), or the built-in aiohttp client.")  # fmt: skip
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="wrk threads.")
+@click.option("--windows", "window_count", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Distinct price windows cycled through (seeded random walks).")  # fmt: skip
+@click.option("--baseline", type=click.Choice(["none", "keras"]), default="none", show_default=True,
+              help="Also time the original Keras model on the same windows, in a child process.")  # fmt: skip
+@click.option("--keras-model", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_KERAS_MODEL,
+              show_default=True, help="Keras model for --baseline keras (needs the train extra).")  # fmt: skip
+@click.option("--keras-requests", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Single-window predictions timed for the Keras baseline.")  # fmt: skip
+@click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), help="Also write the figures here.")
+def bench(**opts: Any) -> None:
+    """Load a daemon's /predict, /predict/forecast and v2 infer routes and print latency
+    percentiles, requests/s, errors and the daemon's resident memory.
+
+    \b
+    Examples:
+      lstm-predictor bench --start --models models
+      lstm-predictor bench --url http://127.0.0.1:8000 --connections 32 --duration 30
+      lstm-predictor bench --start --models models --baseline keras
+    """
+    if bool(opts["url"]) == bool(opts["start"]):
+        raise click.UsageError("give either --url (a running daemon) or --start --models DIR")
+    if opts["start"] and opts["models"] is None:
+        raise click.UsageError("--start needs --models DIR")
+    if opts["baseline"] == "keras" and not opts["keras_model"].is_file():
+        raise click.UsageError(f"--baseline keras: no Keras model at {opts['keras_model']} (give --keras-model FILE)")
+    generator = opts["generator"]
+    if generator == "auto":
+        generator = "wrk" if wrk.available() else "aiohttp"
+    elif generator == "wrk" and not wrk.available():
+        raise click.UsageError("wrk is not installed (apt-get install wrk), or use --generator aiohttp")
+
+    daemon = None
+    if opts["start"]:
+        click.echo(f"starting: {shlex.join(process.serve_command(opts['models'], 0))[:-2]}<free port>")
+        try:
+            daemon = process.start(opts["models"])
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from exc
+        url, pid, ready_seconds = daemon.url, daemon.pid, daemon.ready_seconds
+    else:
+        url = opts["url"].rstrip("/")
+        parts = urlsplit(url)
+        local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        pid = process.pid_listening_on(parts.port or 80) if local else None
+        ready_seconds = None
+    try:
+        figures = _bench(opts, url, pid, ready_seconds, generator)
+    finally:
+        if daemon is not None:
+            daemon.stop()
+    if opts["json_file"]:
+        opts["json_file"].write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+        click.echo(f"figures written to {opts['json_file']}")
+
+
+def _bench(opts: dict[str, Any], url: str, pid: int | None, ready: float | None, generator: str) -> dict:
+    target = asyncio.run(_describe(url, opts["model_name"]))
+    model, look_back = target.name, target.look_back
+    prices = scenarios.windows(opts["window_count"], look_back)
+    chosen = [scenarios.build(name, target, prices) for name in (opts["scenario_names"] or scenarios.NAMES)]
+    asyncio.run(_check(url, chosen))
+
+    where = f"pid {pid}" if pid else "pid unknown: not a local daemon, or not permitted to see it"
+    click.echo(f"daemon {url} ({where}), model {model}, look_back {look_back}")
+    threads = f" ({opts['threads']} thread)" if generator == "wrk" else ""
+    click.echo(f"load: {generator}{threads}, {opts['duration']:g} s per run, {os.cpu_count()} CPUs shared with the daemon")
+    if ready is not None:
+        click.echo(f"start to ready: {ready:.3f} s (process spawn to its READY=1)")
+    rss_before = process.rss_bytes(pid)
+    rows: list[Row] = []
+    for scenario in chosen:
+        for connections in opts["connections"]:
+            before = asyncio.run(_scrape(url))
+            load = _load(generator, url, scenario, connections, opts["duration"], opts["threads"])
+            rows.append(Row(scenario, load, compare(before, asyncio.run(_scrape(url)), scenario.route)))
+            click.echo(f"  {scenario.name} x{connections}: {load.rps:,.0f} req/s, p50 {load.p50 * 1e3:.2f} ms, "
+                       f"{load.errors} errors")  # fmt: skip
+    rss_after = process.rss_bytes(pid)
+    peak = process.peak_rss_bytes(pid)
+
+    click.echo("")
+    click.echo(table(rows))
+    click.echo("")
+    click.echo("client latencies include the HTTP round trip; 'server ms' is the daemon's own mean per request "
+               "(its request-duration histogram), 'batch' the mean windows per onnxruntime run.")  # fmt: skip
+    click.echo(f"daemon resident memory: {mb(rss_before)} before, {mb(rss_after)} after"
+               + (f" (peak {mb(peak)})" if peak else ""))  # fmt: skip
+
+    keras: KerasResult | None = None
+    if opts["baseline"] == "keras":
+        click.echo(f"\nKeras baseline: {opts['keras_model']}, one model.predict per request, batch 1, "
+                   "in a child process, no HTTP (which flatters Keras) ...")  # fmt: skip
+        try:
+            keras = run_keras(opts["keras_model"], prices, opts["keras_requests"], 5, FORECAST_DAYS)
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(keras_comparison(rows, keras, rss_after, ready))
+
+    command = reproduce(opts, generator)
+    click.echo(f"\nreproduce: {command}")
+    return as_json(rows, {
+        "command": command, "url": url, "model": model, "generator": generator, "cpus": os.cpu_count(),
+        "ready_seconds": ready, "rss_before_bytes": rss_before, "rss_after_bytes": rss_after, "rss_peak_bytes": peak,
+        "keras": None if keras is None else {"ready_seconds": keras.ready_seconds, **keras.figures},
+    })  # fmt: skip
+
+
+def _load(generator: str, url: str, scenario: Scenario, connections: int, seconds: float, threads: int) -> LoadResult:
+    if generator == "wrk":
+        return wrk.run(url, scenario, connections, seconds, threads)
+    return aio.run(url, scenario, connections, seconds)
+
+
+async def _scrape(url: str) -> dict:
+    async with aiohttp.ClientSession() as session:
+        return await scrape(session, url)
+
+
+async def _describe(url: str, model_name: str | None) -> Target:
+    """The model to address, as the daemon's v2 model metadata describes it."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        try:
+            if model_name is None:
+                async with session.get(f"{url}/") as response:
+                    model_name = (await response.json())["default_model"]
+            async with session.get(f"{url}/v2/models/{model_name}") as response:
+                if response.status != 200:
+                    raise click.ClickException(f"{url} has no model {model_name!r}: {await response.text()}")
+                meta = await response.json()
+            return Target(meta["name"], int(meta["inputs"][0]["shape"][1]), meta["inputs"][0]["name"])
+        except (TimeoutError, aiohttp.ClientError, KeyError, ValueError, IndexError, TypeError) as exc:
+            raise click.ClickException(f"cannot describe the daemon's models at {url}: {exc!r}") from exc
+
+
+async def _check(url: str, chosen: list[Scenario]) -> None:
+    """One request per route before any load: a benchmark of error answers measures nothing."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        for scenario in chosen:
+            async with session.post(url + scenario.path, data=scenario.bodies[0],
+                                    headers={"Content-Type": "application/json"}) as response:  # fmt: skip
+                if response.status != 200:
+                    text = await response.text()
+                    raise click.ClickException(f"{scenario.title} answered {response.status}: {text[:500]}")
+
+
+def reproduce(opts: dict[str, Any], generator: str) -> str:
+    """The command line of this run with every option explicit, defaults included."""
+    args = ["lstm-predictor", "bench"]
+    args += ["--start", "--models", str(opts["models"])] if opts["start"] else ["--url", opts["url"]]
+    if opts["model_name"]:
+        args += ["--model", opts["model_name"]]
+    for name in opts["scenario_names"] or scenarios.NAMES:
+        args += ["--scenario", name]
+    args += ["--connections", ",".join(map(str, opts["connections"])), "--duration", f"{opts['duration']:g}"]
+    args += ["--generator", generator, "--windows", str(opts["window_count"])]
+    if generator == "wrk":
+        args += ["--threads", str(opts["threads"])]
+    if opts["baseline"] == "keras":
+        args += ["--baseline", "keras", "--keras-model", str(opts["keras_model"]),
+                 "--keras-requests", str(opts["keras_requests"])]  # fmt: skip
+    return shlex.join(args)

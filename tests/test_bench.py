@@ -1,0 +1,103 @@
+"""``lstm-predictor bench`` against a real daemon on a tiny bundle, with very short runs.
+
+Only the presence and sanity of the figures are specified (every route ran,
+without errors, at every concurrency asked for); their values are machine
+figures and never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from tiny_bundle import make_tiny_bundle
+
+from lstm_predictor.cli import main
+from lstm_predictor.daemon.bench import process, wrk
+
+ROUTES = ("POST /predict", "POST /predict/forecast", "POST /v2/models/{name}/infer")
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    models = tmp_path_factory.mktemp("models")
+    make_tiny_bundle(models / "TINY3.SA")
+    return models
+
+
+def bench(*args: str) -> tuple[str, dict]:
+    """Run the command in-process; return its printed report and its --json figures."""
+    out = Path(args[args.index("--json") + 1])
+    result = CliRunner().invoke(main, ["bench", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output, json.loads(out.read_text())
+
+
+def assert_complete(report: str, figures: dict, connections: tuple[int, ...], generator: str) -> None:
+    for route in ROUTES:
+        assert route in report
+    for label in ("req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "daemon resident memory", "reproduce: lstm-predictor bench"):
+        assert label in report
+    runs = figures["runs"]
+    assert sorted((r["scenario"], r["connections"]) for r in runs) == sorted(
+        (s, c) for s in ("predict", "forecast", "v2") for c in connections
+    )
+    for run in runs:
+        assert run["generator"] == generator
+        assert run["requests"] > 0 and run["errors"] == 0, run
+        assert 0 < run["p50"] <= run["p90"] <= run["p99"], run
+        assert run["server_mean_seconds"] is not None and run["server_mean_seconds"] > 0, run
+    assert figures["rss_after_bytes"] > 0
+    assert figures["command"].startswith("lstm-predictor bench ")
+    assert f"--generator {generator}" in figures["command"]
+
+
+def test_bench_starts_a_daemon_times_it_to_ready_and_measures_every_route(models_dir: Path, tmp_path: Path) -> None:
+    if not wrk.available():
+        pytest.skip("wrk is not installed (apt-get install wrk)")
+    report, figures = bench(
+        "--start", "--models", str(models_dir), "--duration", "1", "--connections", "1,4",
+        "--generator", "wrk", "--json", str(tmp_path / "figures.json"),
+    )  # fmt: skip
+    assert_complete(report, figures, (1, 4), "wrk")
+    assert "start to ready:" in report
+    assert figures["ready_seconds"] > 0
+
+
+def test_bench_falls_back_to_its_own_load_generator_against_a_running_daemon(models_dir: Path, tmp_path: Path) -> None:
+    port = process.free_port()
+    daemon = process.start(models_dir, port)
+    try:
+        report, figures = bench(
+            "--url", f"http://127.0.0.1:{port}", "--duration", "1", "--connections", "1,3",
+            "--generator", "aiohttp", "--json", str(tmp_path / "figures.json"),
+        )  # fmt: skip
+    finally:
+        daemon.stop()
+    assert_complete(report, figures, (1, 3), "aiohttp")
+    assert f"pid {daemon.pid}" in report  # found by its listening port
+    assert figures["ready_seconds"] is None  # not started by the bench: nothing to time
+
+
+def test_bench_refuses_an_ambiguous_target() -> None:
+    result = CliRunner().invoke(main, ["bench", "--url", "http://127.0.0.1:9", "--start"])
+    assert result.exit_code != 0
+    assert "either --url" in result.output
+
+
+@pytest.mark.slow
+def test_bench_compares_with_the_original_keras_model(models_dir: Path, seed_keras_file: Path, tmp_path: Path) -> None:
+    pytest.importorskip("keras")
+    report, figures = bench(
+        "--start", "--models", str(models_dir), "--scenario", "predict", "--scenario", "forecast",
+        "--duration", "1", "--connections", "1", "--generator", "aiohttp", "--baseline", "keras",
+        "--keras-model", str(seed_keras_file), "--keras-requests", "5", "--json", str(tmp_path / "figures.json"),
+    )  # fmt: skip
+    keras = figures["keras"]
+    assert keras["requests"] == 5 and keras["p50"] > 0 and keras["rss_bytes"] > 0 and keras["ready_seconds"] > 0
+    assert "daemon advantage" in report
+    for label in ("/predict p50, one client", "30-day forecast p50", "resident memory", "start to ready"):
+        assert label in report
+    assert "--baseline keras" in figures["command"]
