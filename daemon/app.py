@@ -40,6 +40,7 @@ def _record_requests(state: DaemonState):  # noqa: ANN202 - an aiohttp middlewar
     @web.middleware
     async def record_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
         metrics.request_started()
+        state.in_flight += 1
         started = time.perf_counter()
         status = 500
         try:
@@ -53,6 +54,7 @@ def _record_requests(state: DaemonState):  # noqa: ANN202 - an aiohttp middlewar
             status = CLIENT_CLOSED
             raise
         finally:
+            state.in_flight -= 1
             metrics.request_finished(route_label(request), request.method, status, time.perf_counter() - started)
 
     return record_requests

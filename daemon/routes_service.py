@@ -96,10 +96,10 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-def _counts(metrics: Metrics) -> tuple[RequestStats, dict[str, int]]:
-    """Request and prediction totals, read from the Prometheus metrics so that the JSON
-    view and /metrics can never disagree."""
-    total = client = server = in_flight = 0
+def _counts(metrics: Metrics) -> tuple[tuple[int, int, int], dict[str, int]]:
+    """Request totals (all, 4xx, 5xx) and predictions by kind, read from the Prometheus
+    metrics so that the JSON view and /metrics can never disagree."""
+    total = client = server = 0
     predictions: dict[str, int] = {}
     for family in metrics.collect():
         if family.name == PREFIX + "http_requests":
@@ -109,14 +109,11 @@ def _counts(metrics: Metrics) -> tuple[RequestStats, dict[str, int]]:
                 status = sample.labels["status"]
                 client += count if status.startswith("4") else 0
                 server += count if status.startswith("5") else 0
-        elif family.name == PREFIX + "http_requests_in_flight":
-            in_flight = int(family.samples[0].value)
         elif family.name == PREFIX + "predictions":
             for sample in family.samples:
                 kind = sample.labels["kind"]
                 predictions[kind] = predictions.get(kind, 0) + int(sample.value)
-    requests = RequestStats(total=total, in_flight=in_flight, client_errors=client, server_errors=server)
-    return requests, predictions
+    return (total, client, server), predictions
 
 
 @routes.get("/monitoring/stats")
@@ -131,7 +128,8 @@ async def stats(request: web.Request) -> web.Response:
             pid=process.pid, cpu_percent=process.cpu_percent(None), memory_rss_bytes=rss,
             memory_rss_mb=round(rss / 2**20, 1), threads=process.num_threads(),
         )
-    requests, predictions = _counts(state.metrics)
+    (total, client, server), predictions = _counts(state.metrics)
+    requests = RequestStats(total=total, in_flight=state.in_flight, client_errors=client, server_errors=server)
     return json_response(StatsResponse(
         uptime_seconds=round(state.uptime_seconds, 3),
         started_at=dt.datetime.fromtimestamp(state.started_at, dt.timezone.utc),

@@ -98,11 +98,24 @@ class Daemon:
         watchdog.cancel()
         if self._reloader is not None:
             self._reloader.cancel()
-        await runner.cleanup()  # closes the socket, then waits for in-flight handlers
+        # Stop accepting first, then let every request already received finish, and only
+        # then close connections: aiohttp's own cleanup stops reading request bodies at
+        # once, which would strand a request whose body is still arriving.
+        await site.stop()
+        await self._drain(config.drain_timeout)
+        await runner.cleanup()
         await state.registry.close(config.drain_timeout)
         await asyncio.gather(*self._retiring)
         await market.close()
         log.info("stopped")
+
+    async def _drain(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.state.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        if self.state.in_flight:
+            log.warning("%d request(s) still running after %g s; closing them", self.state.in_flight, timeout)
 
     def _publish(self, registry: Registry) -> None:
         self.metrics.models_loaded(registry.bundles, registry.variants)

@@ -27,6 +27,7 @@ class DaemonState:
     started_at: float = field(default_factory=time.time)
     ready: bool = False  # models loaded, warmed up, and the socket is listening
     stopping: bool = False  # a shutdown is draining requests
+    in_flight: int = 0  # requests being handled, which a shutdown waits for
     last_reload: ReloadStatus | None = None
     process: psutil.Process = field(default_factory=psutil.Process)
 

@@ -1,0 +1,210 @@
+"""The daemon's life end to end: start-up failures, SIGHUP reloads, SIGTERM drains, systemd notify."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+from daemon_harness import RunningDaemon, free_port, run_to_exit
+from tiny_bundle import make_tiny_bundle
+
+WINDOW = [round(20 + 0.1 * i, 2) for i in range(60)]
+
+
+def wait_for(condition: Callable[[], object], what: str, daemon: RunningDaemon, timeout: float = 30.0) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}:\n{daemon.stderr}")
+
+
+def reload_and_wait(daemon: RunningDaemon, count: int = 1) -> dict:
+    """SIGHUP, then the health report once the reload has finished."""
+    daemon.signal(signal.SIGHUP)
+    return wait_for(lambda: (h := daemon.get("/health").json())["last_reload"] and _reloads(daemon) >= count and h,
+                    "the reload to finish", daemon)
+
+
+def _reloads(daemon: RunningDaemon) -> int:
+    text = daemon.get("/metrics").body.decode()
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith("lstm_predictor_reloads_total"))
+
+
+def accepts_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
+# -- start-up ---------------------------------------------------------------------------------------
+
+
+def test_a_broken_bundle_at_start_exits_1_naming_it(tmp_path: Path) -> None:
+    make_tiny_bundle(tmp_path / "models" / "TINY3.SA")
+    (tmp_path / "models" / "BAD3.SA").mkdir()
+    (tmp_path / "models" / "BAD3.SA" / "model.onnx").write_bytes(b"")
+    (tmp_path / "models" / "BAD3.SA" / "metadata.json").write_text("{", encoding="utf-8")
+    result = run_to_exit(["--models", str(tmp_path / "models"), "--port", str(free_port())])
+    assert result.returncode == 1
+    assert "BAD3.SA" in result.stderr and "metadata.json is not valid JSON" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_corrupted_model_file_at_start_exits_1(tmp_path: Path) -> None:
+    bundle = make_tiny_bundle(tmp_path / "models" / "TINY3.SA")
+    with open(bundle / "model.onnx", "ab") as fh:
+        fh.write(b"\0")
+    result = run_to_exit(["--models", str(tmp_path / "models"), "--port", str(free_port())])
+    assert result.returncode == 1 and "sha256" in result.stderr
+
+
+def test_an_empty_models_directory_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    result = run_to_exit(["--models", str(tmp_path / "models"), "--port", str(free_port())])
+    assert result.returncode == 1 and "holds no bundle" in result.stderr
+
+
+def test_a_port_in_use_exits_1(models_dir: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_to_exit(["--models", str(models_dir), "--port", str(port)])
+    assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_a_bad_flag_value_exits_2_naming_it(models_dir: Path) -> None:
+    result = run_to_exit(["--models", str(models_dir), "--max-batch-size", "zero"])
+    assert result.returncode == 2 and "--max-batch-size" in result.stderr and "'zero'" in result.stderr
+
+
+# -- SIGHUP ------------------------------------------------------------------------------------------
+
+
+def test_sighup_adds_a_new_bundle_and_swaps_a_changed_one(start_daemon, models_dir: Path) -> None:
+    daemon = start_daemon(models_dir)
+    assert daemon.post("/predict", {"prices": WINDOW}).json()["model_version"] == "1"
+    make_tiny_bundle(models_dir / "OTHER3.SA", symbol="OTHER3.SA")
+    make_tiny_bundle(models_dir / "TINY3.SA", version="2")
+
+    health = reload_and_wait(daemon)
+
+    assert health["status"] == "healthy" and health["last_reload"]["ok"] is True
+    assert sorted(health["models"]) == ["OTHER3.SA", "TINY3.SA"]
+    assert health["models"]["TINY3.SA"]["version"] == "2"
+    assert daemon.post("/predict", {"symbol": "TINY3.SA", "prices": WINDOW}).json()["model_version"] == "2"
+    assert daemon.post("/predict", {"symbol": "OTHER3.SA", "prices": WINDOW}).status == 200
+    assert daemon.stop() == 0
+
+
+def test_sighup_with_a_broken_bundle_keeps_the_old_set_and_reports_degraded(start_daemon, models_dir: Path) -> None:
+    daemon = start_daemon(models_dir)
+    bad = models_dir / "BAD3.SA"
+    make_tiny_bundle(bad, symbol="BAD3.SA")
+    (bad / "model.onnx").write_bytes(b"not an onnx graph")  # no longer matches its recorded sha256
+
+    health = reload_and_wait(daemon)
+
+    assert daemon.get("/health").status == 200
+    assert health["status"] == "degraded" and health["last_reload"]["ok"] is False
+    assert "BAD3.SA" in health["last_reload"]["message"] and "sha256" in health["last_reload"]["message"]
+    assert list(health["models"]) == ["TINY3.SA"]
+    assert daemon.post("/predict", {"prices": WINDOW}).status == 200
+    assert "lstm_predictor_last_reload_successful 0.0" in daemon.get("/metrics").body.decode()
+
+    shutil.rmtree(bad)
+    health = reload_and_wait(daemon, count=2)
+    assert health["status"] == "healthy" and health["last_reload"]["ok"] is True
+    assert daemon.stop() == 0
+
+
+def test_requests_during_reloads_all_succeed(start_daemon, models_dir: Path) -> None:
+    daemon = start_daemon(models_dir)
+
+    def forecasts(_: int) -> list[int]:
+        body = {"days": 10, "prices": WINDOW, "last_date": "2024-02-09"}
+        return [daemon.post("/predict/forecast", body).status for _ in range(15)]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = pool.map(forecasts, range(4))
+        for version in ("2", "3", "4"):
+            make_tiny_bundle(models_dir / "TINY3.SA", version=version)
+            daemon.signal(signal.SIGHUP)
+            time.sleep(0.2)
+        statuses = [status for batch in results for status in batch]
+    assert statuses == [200] * 60
+    wait_for(lambda: daemon.get("/health").json()["models"]["TINY3.SA"]["version"] == "4", "version 4", daemon)
+    assert daemon.stop() == 0
+
+
+# -- SIGTERM -----------------------------------------------------------------------------------------
+
+
+def test_sigterm_drains_in_flight_requests_then_exits_0(start_daemon, models_dir: Path) -> None:
+    daemon = start_daemon(models_dir)
+    body = json.dumps({"prices": WINDOW}).encode()
+    head = (f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    clients = []
+    for _ in range(5):
+        client = socket.create_connection(("127.0.0.1", daemon.port), timeout=30)
+        client.sendall(head + body[:10])  # the handlers start and wait for the rest of the bodies
+        clients.append(client)
+    # 5 requests in flight, plus the stats request that counts them.
+    wait_for(lambda: daemon.get("/monitoring/stats").json()["requests"]["in_flight"] >= 6, "5 requests in flight", daemon)
+
+    daemon.signal(signal.SIGTERM)
+    wait_for(lambda: "draining in-flight requests" in daemon.stderr, "the drain to begin", daemon)
+    wait_for(lambda: not accepts_connections(daemon.port), "the listening socket to close", daemon)
+
+    for client in clients:
+        client.sendall(body[10:])
+    answers = []
+    for client in clients:
+        with client:
+            answers.append(b"".join(iter(lambda c=client: c.recv(65536), b"")))
+    assert all(a.startswith(b"HTTP/1.1 200 OK") for a in answers), answers
+    assert all(b'"predicted_price"' in a for a in answers)
+    assert daemon.process.wait(30) == 0, daemon.stderr
+
+
+# -- systemd notify --------------------------------------------------------------------------------
+
+
+def test_systemd_hears_ready_watchdog_reloading_and_stopping(start_daemon, models_dir: Path, tmp_path: Path) -> None:
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind(address)
+        manager.settimeout(30)
+        daemon = start_daemon(models_dir, env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"})
+        seen: list[str] = []
+
+        def until(key: str) -> str:
+            while True:
+                message = manager.recv(4096).decode()
+                seen.append(message)
+                if key in message.splitlines():
+                    return message
+
+        ready = until("READY=1")
+        assert "STATUS=serving 1 model(s)" in ready and "TINY3.SA" in ready
+        assert not any("WATCHDOG=1" in m for m in seen[: seen.index(ready)])  # no ping before READY
+        until("WATCHDOG=1")
+        daemon.signal(signal.SIGHUP)
+        until("RELOADING=1")
+        assert "STATUS=reloaded" in until("READY=1")
+        daemon.signal(signal.SIGTERM)
+        until("STOPPING=1")
+        assert daemon.process.wait(30) == 0
