@@ -4,7 +4,8 @@ Tests cannot start the unit (no systemd as PID 1 here), but the settings most
 likely to break native code (onnxruntime, numpy, curl_cffi) are seccomp filters,
 which any process may install on itself: ``SystemCallFilter=`` with
 ``SystemCallErrorNumber=`` (the allow-list, expanded with ``systemd-analyze
-syscall-filter`` exactly as systemd expands it) and ``MemoryDenyWriteExecute=``
+syscall-filter`` exactly as systemd expands it), ``RestrictAddressFamilies=``
+(an allow-list of ``socket()`` families) and ``MemoryDenyWriteExecute=``
 (the rules systemd 252 loads: no writable-and-executable ``mmap``, no
 ``mprotect``/``pkey_mprotect`` adding execute, no executable ``shmat``).
 Filters survive ``execve``, so the confined command sees what the service would.
@@ -18,12 +19,14 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 SCMP_ACT_ALLOW = 0x7FFF0000
-SCMP_CMP_MASKED_EQ = 7
+SCMP_CMP_EQ, SCMP_CMP_GE, SCMP_CMP_MASKED_EQ = 4, 5, 7
+AF_MAX = 46  # linux/socket.h
 PR_SET_NO_NEW_PRIVS = 38
 PROT_WRITE, PROT_EXEC = 0x2, 0x4
 SHM_EXEC = 0o100000
@@ -106,6 +109,21 @@ def confine(unit_text: str) -> None:
                                 ("pkey_mprotect", 2, PROT_EXEC), ("shmat", 2, SHM_EXEC)]:
             cmp = (ArgCmp * 1)(ArgCmp(arg, SCMP_CMP_MASKED_EQ, mask, mask))
             _check(lib.seccomp_rule_add_array(ctx, deny, lib.seccomp_syscall_resolve_name(name.encode()), 1, cmp), name)
+        _check(lib.seccomp_load(ctx), "seccomp_load")
+        lib.seccomp_release(ctx)
+
+    families = unit_settings(unit_text, "RestrictAddressFamilies")
+    if families:
+        # An allow-list: socket() with any other family fails with EAFNOSUPPORT, as under systemd.
+        allowed_families = {int(getattr(socket, name)) for name in families[-1].split()}
+        ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
+        refuse = scmp_act_errno(errno.EAFNOSUPPORT)
+        nr = lib.seccomp_syscall_resolve_name(b"socket")
+        for family in sorted(set(range(AF_MAX)) - allowed_families):
+            cmp = (ArgCmp * 1)(ArgCmp(0, SCMP_CMP_EQ, family, 0))
+            _check(lib.seccomp_rule_add_array(ctx, refuse, nr, 1, cmp), f"socket family {family}")
+        cmp = (ArgCmp * 1)(ArgCmp(0, SCMP_CMP_GE, AF_MAX, 0))
+        _check(lib.seccomp_rule_add_array(ctx, refuse, nr, 1, cmp), "socket families beyond AF_MAX")
         _check(lib.seccomp_load(ctx), "seccomp_load")
         lib.seccomp_release(ctx)
 

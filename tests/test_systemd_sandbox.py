@@ -1,11 +1,12 @@
 """The daemon's native stack runs under the unit's seccomp confinement
-(SystemCallFilter=, MemoryDenyWriteExecute=), applied as systemd applies it."""
+(SystemCallFilter=, RestrictAddressFamilies=, MemoryDenyWriteExecute=), applied as systemd applies it."""
 
 from __future__ import annotations
 
 import json
 import mmap
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -55,20 +56,27 @@ def confined(*command: str) -> subprocess.CompletedProcess[str]:
 def test_the_confinement_is_real() -> None:
     """The sandbox refuses what the unit forbids, so that passing it means something."""
     check = """
-import mmap, os
+import mmap, os, socket
 for name, call in [("wx", lambda: mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)),
-                   ("nice", lambda: os.nice(1))]:
+                   ("nice", lambda: os.nice(1)),
+                   ("netlink", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)),
+                   ("inet6", lambda: socket.socket(socket.AF_INET6)),
+                   ("resolve", lambda: socket.getaddrinfo("localhost", 80, flags=socket.AI_ADDRCONFIG))]:
     try:
         call()
         print(name, "allowed")
-    except PermissionError:
+    except OSError:
         print(name, "denied")
 """
-    # Unconfined, both are allowed here; confined, MemoryDenyWriteExecute= and ~@resources refuse them.
+    # Unconfined, all are allowed here; confined, MemoryDenyWriteExecute=, ~@resources and
+    # RestrictAddressFamilies= refuse the first three, while name resolution (which probes
+    # netlink for AI_ADDRCONFIG) still works.
     mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC).close()
+    socket.socket(socket.AF_NETLINK, socket.SOCK_RAW).close()
     result = confined(sys.executable, "-c", check)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["wx", "denied", "nice", "denied"]
+    assert result.stdout.split() == ["wx", "denied", "nice", "denied", "netlink", "denied",
+                                     "inet6", "allowed", "resolve", "allowed"]
 
 
 @pytest.fixture(params=["tiny", *SHIPPED])
