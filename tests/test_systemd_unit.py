@@ -12,6 +12,7 @@ import pytest
 
 from lstm_predictor.daemon import service_install as si
 from lstm_predictor.daemon.config import load_config
+from lstm_predictor.daemon.serve_cli import EXIT_BAD_CONFIG
 
 try:
     import tomllib
@@ -69,6 +70,8 @@ def test_the_unit_runs_serve_with_the_installed_config_and_owns_the_installer_di
     (exec_start,) = unit_settings(unit, "ExecStart")
     assert exec_start.split()[1:] == ["serve", "--config", str(si.CONFIG_PATH)]
     assert unit_settings(unit, "Type") == ["notify"]
+    # A configuration error is not worth restarting for.
+    assert unit_settings(unit, "RestartPreventExitStatus") == [str(EXIT_BAD_CONFIG)]
     assert unit_settings(unit, "StateDirectory") == [si.STATE_DIR.name]
     assert unit_settings(unit, "CacheDirectory") == [si.CACHE_DIR.name]
     assert unit_settings(unit, "ConfigurationDirectory") == [si.CONFIG_DIR.name]
