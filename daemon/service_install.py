@@ -252,7 +252,7 @@ root_option = click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Install below DIR instead of / (a staging tree, an image); systemctl is not run.",
+    help="Treat DIR as the target system's / (a staging tree, an image); systemctl is not run.",
 )
 dry_run_option = click.option("--dry-run", is_flag=True, help="Print what would be done and change nothing.")
 
