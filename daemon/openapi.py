@@ -16,8 +16,9 @@ from __future__ import annotations
 import http
 import inspect
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web

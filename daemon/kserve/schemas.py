@@ -9,12 +9,12 @@ cannot disagree.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 import msgspec
 
 # Protocol parameters are flat key/value pairs whose values are scalars.
-Parameter = Union[bool, int, float, str]
+Parameter = bool | int | float | str
 Parameters = dict[str, Parameter]
 
 # Tensor elements, row-major, as a flat or nested JSON array. Nested arrays are
@@ -104,10 +104,10 @@ class RequestOutput(msgspec.Struct, omit_defaults=True):
 class InferenceRequest(msgspec.Struct, omit_defaults=True, kw_only=True):
     """`$inference_request`; `parameters.binary_data_output` asks for every output in binary."""
 
-    id: Union[str, None] = None
+    id: str | None = None
     parameters: Parameters = {}
     inputs: list[RequestInput]
-    outputs: Union[list[RequestOutput], None] = None
+    outputs: list[RequestOutput] | None = None
 
 
 class ResponseOutput(msgspec.Struct, omit_defaults=True):
@@ -116,16 +116,16 @@ class ResponseOutput(msgspec.Struct, omit_defaults=True):
     name: str
     shape: list[Dimension]
     datatype: str
-    parameters: Union[Parameters, None] = None
-    data: Union[list[float], None] = None
+    parameters: Parameters | None = None
+    data: list[float] | None = None
 
 
 class InferenceResponse(msgspec.Struct, omit_defaults=True, kw_only=True):
     """`$inference_response`; `id` is present when the request carried one."""
 
     model_name: str
-    model_version: Union[str, None] = None
-    id: Union[str, None] = None
+    model_version: str | None = None
+    id: str | None = None
     outputs: list[ResponseOutput]
 
 

@@ -14,15 +14,22 @@ tensor's bytes, little-endian and row-major, in the order the tensors are listed
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import msgspec
 import numpy as np
 
 from ..errors import MalformedRequest
 from ..windows import WindowError, validate_prices
-from .schemas import InferenceRequest, InferenceResponse, Parameters, RequestInput, ResponseOutput
+from .schemas import (
+    InferenceRequest,
+    InferenceResponse,
+    Parameters,
+    RequestInput,
+    ResponseOutput,
+)
 
 DATATYPE = "FP32"
 INPUT_NAME = "prices"
