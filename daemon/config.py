@@ -113,6 +113,7 @@ class Option:
     name: str
     parse: Callable[[Any], Any]
     help: str
+    metavar: str = "TEXT"
 
     @property
     def env(self) -> str:
@@ -125,20 +126,24 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("host", _text, "Address to listen on."),
-    Option("port", _int(0), "TCP port to listen on (0: any free port)."),
-    Option("models", _path, "Models directory (one bundle per folder), or a single bundle folder."),
-    Option("market_data", _market_data, "'yfinance', or a directory of <SYMBOL>.csv files."),
-    Option("cache_dir", _path, "Where the yfinance source keeps its on-disk cache."),
-    Option("log_level", _choice(*LOG_LEVELS), "Log level: debug, info, warning or error."),
-    Option("max_batch_size", _int(1), "Most windows the batcher puts in one inference run."),
-    Option("max_queue_delay_us", _int(0), "Longest a queued request waits for its batch to fill, in microseconds."),
-    Option("max_queue_size", _int(1), "Most requests queued per model before answering 503."),
-    Option("variant", _choice(*VARIANTS), "Model variant: fp32, or int8 where a bundle's accuracy gate passed."),
-    Option("max_body_bytes", _int(1024), "Largest request body accepted; larger is a 413."),
-    Option("default_model", _text, "Model answering requests that name no symbol (default: first by name)."),
-    Option("market_data_ttl", _seconds, "Seconds fetched closes are reused before asking the source again."),
-    Option("market_data_timeout", _seconds, "Seconds a market-data fetch may take before it counts as failed."),
-    Option("drain_timeout", _seconds, "Seconds a shutdown waits for in-flight requests."),
+    Option("port", _int(0), "TCP port to listen on (0: any free port).", "INTEGER"),
+    Option("models", _path, "Models directory (one bundle per folder), or a single bundle folder.", "DIR"),
+    Option("market_data", _market_data, "'yfinance', or a directory of <SYMBOL>.csv files.", "yfinance|DIR"),
+    Option("cache_dir", _path, "Where the yfinance source keeps its on-disk cache (default: none).", "DIR"),
+    Option("log_level", _choice(*LOG_LEVELS), "Log level.", "|".join(LOG_LEVELS)),
+    Option("max_batch_size", _int(1), "Most windows the batcher puts in one inference run.", "INTEGER"),
+    Option("max_queue_delay_us", _int(0), "Longest a queued request waits for its batch to fill, in microseconds.",
+           "INTEGER"),
+    Option("max_queue_size", _int(1), "Most requests queued per model before answering 503.", "INTEGER"),
+    Option("variant", _choice(*VARIANTS), "Model variant; int8 only where a bundle's accuracy gate passed.",
+           "|".join(VARIANTS)),
+    Option("max_body_bytes", _int(1024), "Largest request body accepted; larger is a 413.", "INTEGER"),
+    Option("default_model", _text, "Model answering requests that name no symbol (default: first by name).", "NAME"),
+    Option("market_data_ttl", _seconds, "Seconds fetched closes are reused before asking the source again.",
+           "SECONDS"),
+    Option("market_data_timeout", _seconds, "Seconds a market-data fetch may take before it counts as failed.",
+           "SECONDS"),
+    Option("drain_timeout", _seconds, "Seconds a shutdown waits for in-flight requests.", "SECONDS"),
 )
 OPTION_BY_NAME = {option.name: option for option in OPTIONS}
 

@@ -15,16 +15,20 @@ from typing import Any, Callable
 
 import click
 
-from .config import CONFIG_ENV, OPTIONS, ConfigError, load_config
+from .config import CONFIG_ENV, OPTIONS, Config, ConfigError, load_config
 
 EXIT_STARTUP_FAILED = 1
 EXIT_BAD_CONFIG = 2
 
 
 def _option_flags(command: Callable[..., Any]) -> Callable[..., Any]:
+    defaults = Config()
     for option in reversed(OPTIONS):
-        command = click.option(option.flag, option.name, default=None, metavar="VALUE",
-                               help=f"{option.help} [env: {option.env}]")(command)
+        default = getattr(defaults, option.name)
+        shown = "" if default is None else f"default: {default}; "
+        # default=None: a flag not given must not hide the environment or the config file.
+        command = click.option(option.flag, option.name, default=None, metavar=option.metavar,
+                               help=f"{option.help} [{shown}env: {option.env}]")(command)
     return command
 
 
