@@ -56,6 +56,8 @@ class Operation:
     """msgspec type of the 200 JSON body; None with ``media_type`` for other bodies."""
     media_type: str = "application/json"
     request: type | None = None
+    request_example: Any = None
+    """A JSON request body that works, for "Try it out"."""
     query: type | None = None
     """A msgspec Struct whose fields are the query parameters."""
     errors: tuple[int, ...] = ()
@@ -72,6 +74,7 @@ def operation(
     response: type | None = None,
     media_type: str = "application/json",
     request: type | None = None,
+    request_example: Any = None,
     query: type | None = None,
     errors: tuple[int, ...] = (),
     alternatives: Mapping[int, type] | None = None,
@@ -79,7 +82,10 @@ def operation(
     tags: tuple[str, ...] = (),
 ) -> Callable[[Handler], Handler]:
     """Attach the OpenAPI description to a route handler (the handler itself is returned unchanged)."""
-    op = Operation(response, media_type, request, query, tuple(errors), dict(alternatives or {}), binary_tensors, tags)
+    op = Operation(
+        response, media_type, request, request_example, query, tuple(errors), dict(alternatives or {}),
+        binary_tensors, tags,
+    )
 
     def attach(handler: Handler) -> Handler:
         handler.__openapi__ = op  # type: ignore[attr-defined]
@@ -158,7 +164,7 @@ def _operation_object(
 ) -> dict[str, Any]:
     summary, _, description = (inspect.getdoc(handler) or "").partition("\n\n")
     slug = re.sub(r"[^A-Za-z0-9]+", "_", _PATH_PARAM.sub(r"\1", path)).strip("_") or "root"
-    obj: dict[str, Any] = {"operationId": f"{method.lower()}_{slug}", "summary": " ".join(summary.split())}
+    obj: dict[str, Any] = {"operationId": f"{method.lower()}_{slug}", "summary": _plain(summary)}
     if description.strip():
         obj["description"] = description.strip()
     if op.tags:
@@ -172,7 +178,9 @@ def _operation_object(
     if params:
         obj["parameters"] = params
     if op.request is not None:
-        content = {"application/json": {"schema": ref[op.request]}}
+        content: dict[str, Any] = {"application/json": {"schema": ref[op.request]}}
+        if op.request_example is not None:
+            content["application/json"]["example"] = op.request_example
         if op.binary_tensors:
             content[BINARY_TENSORS] = {"schema": _BINARY_SCHEMA}
         obj["requestBody"] = {"required": True, "content": content}
@@ -190,6 +198,11 @@ def _operation_object(
         }
     obj["responses"] = dict(sorted(responses.items()))
     return obj
+
+
+def _plain(text: str) -> str:
+    """A summary is shown as plain text (descriptions are Markdown): one line, no code marks."""
+    return " ".join(text.replace("`", "").split())
 
 
 def _query_parameter(f: msgspec.structs.FieldInfo, schema: dict[str, Any]) -> dict[str, Any]:

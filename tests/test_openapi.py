@@ -98,6 +98,17 @@ def test_each_operation_answers_as_documented(document, api_daemon):
         assert_answer_matches(document, op, reply)
 
 
+def test_every_request_example_in_the_document_is_accepted(document, api_daemon):
+    examples = [(path, op, op["requestBody"]["content"]["application/json"]["example"])
+                for method, path, op in operations(document)
+                if "example" in op.get("requestBody", {}).get("content", {}).get("application/json", {})]
+    assert examples
+    for path, op, example in examples:
+        reply = api_daemon.post(fill(path), example)
+        assert reply.status == 200, (path, reply.body[:300])
+        assert_answer_matches(document, op, reply)
+
+
 def test_each_documented_error_answers_with_the_documented_error_object(document, api_daemon):
     checked = 0
     for method, path, op in operations(document):

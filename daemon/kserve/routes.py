@@ -46,6 +46,16 @@ PLATFORM = "onnx"
 # daemon with the bundle's rule (clients need not know the rule).
 INPUT_SEMANTICS = "raw_prices"
 TAGS = ("Open Inference Protocol (v2)",)
+# For "Try it out": one window of 60 PETR4.SA closes (25 Apr to 19 Jul 2024) for a look_back-60 model.
+EXAMPLE_REQUEST = {
+    "id": "example-1",
+    "inputs": [{"name": INPUT_NAME, "shape": [1, 60, 1], "datatype": DATATYPE, "data": [
+        42.22, 41.65, 42.15, 42.02, 42.18, 39.89, 40.16, 40.65, 41.27, 41.67, 41.58, 41.62, 40.87, 38.4, 37.28,
+        36.69, 36.75, 36.68, 37.18, 36.81, 36.61, 37.01, 37.8, 37.75, 38.79, 38.58, 38.15, 38.2, 38.38, 36.94,
+        37.5, 37.66, 35.82, 35.46, 34.68, 34.81, 35.9, 35.93, 36.5, 36.69, 37.06, 37.03, 37.09, 37.71, 38.05,
+        38.63, 38.51, 37.84, 37.32, 37.52, 38.44, 38.43, 38.07, 38.33, 38.15, 38.5, 38.4, 38.6, 38.53, 38.69,
+    ]}],
+}
 
 routes = web.RouteTableDef()
 
@@ -134,6 +144,7 @@ async def model_ready(request: web.Request) -> web.Response:
 @routes.post("/v2/models/{name}/infer")
 @operation(
     request=InferenceRequest,
+    request_example=EXAMPLE_REQUEST,
     response=InferenceResponse,
     binary_tensors=True,
     errors=(400, 404, 413, 503),
