@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -281,3 +282,41 @@ def test_promtool_finds_nothing_to_lint_in_a_busy_scrape(promtool: str) -> None:
     result = subprocess.run([promtool, "check", "metrics"], input=busy_metrics().render()[0], capture_output=True)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert result.stdout.decode() + result.stderr.decode() == ""
+
+
+def test_in_process_readers_see_the_same_numbers_as_a_scrape() -> None:
+    m = busy_metrics()
+
+    def as_set(samples: list[Sample]) -> set[tuple[str, frozenset, float | None]]:
+        # The data age keeps growing between two reads: compare its series, not its value.
+        return {(s.name, frozenset(s.labels.items()), None if s.name.endswith("age_seconds") else s.value)
+                for s in samples}
+
+    scraped = as_set([s for s in scrape(m) if s.name.startswith(PREFIX)])
+    collected = as_set([s for family in m.collect() for s in family.samples])
+    assert scraped and collected == scraped
+
+
+def test_label_values_are_escaped_in_the_exposition() -> None:
+    m = Metrics()
+    odd = 'a "quoted" \\ route\nwith a newline'
+    m.request_started()
+    m.request_finished(odd, "GET", 200, 0.001)
+    assert value(m, "lstm_predictor_http_requests_total", route=odd, method="GET", status="200") == 1
+
+
+def test_the_exposition_is_byte_for_byte_what_prometheus_client_would_write() -> None:
+    m = busy_metrics()
+
+    class Families:  # prometheus_client's own writer, fed the same families
+        def collect(self):  # type: ignore[no-untyped-def]
+            return m.collect()
+
+    registry = CollectorRegistry()
+    registry.register(Families())
+    expected, body = generate_latest(registry).decode(), m.render()[0].decode()
+
+    def steady(text: str) -> list[str]:  # the data age keeps growing between two reads
+        return [line for line in text.splitlines() if not line.startswith("lstm_predictor_market_data_age_seconds{")]
+
+    assert steady(body)[: len(steady(expected))] == steady(expected)
