@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -320,3 +321,23 @@ def test_the_exposition_is_byte_for_byte_what_prometheus_client_would_write() ->
         return [line for line in text.splitlines() if not line.startswith("lstm_predictor_market_data_age_seconds{")]
 
     assert steady(body)[: len(steady(expected))] == steady(expected)
+
+
+def test_a_batcher_thread_records_inference_while_the_loop_scrapes_without_losing_a_run() -> None:
+    m = Metrics()
+    m.models_loaded([bundle("PETR4.SA")])
+    runs = 50_000
+
+    def worker() -> None:  # the model's batcher thread: the single writer of its series
+        for i in range(runs):
+            m.inference("PETR4.SA", 0.0005, 1 + i % 4)
+            m.inference("UNLOADED.SA", 0.0005, 1)  # creates the "other" series mid-scrape
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    while thread.is_alive():
+        scrape(m)
+    thread.join()
+    assert value(m, "lstm_predictor_inference_duration_seconds_count", model="PETR4.SA") == runs
+    assert value(m, "lstm_predictor_inference_batch_size_sum", model="PETR4.SA") == runs // 4 * (1 + 2 + 3 + 4)
+    assert value(m, "lstm_predictor_inference_duration_seconds_count", model="other") == runs
