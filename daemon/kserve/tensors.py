@@ -14,7 +14,7 @@ tensor's bytes, little-endian and row-major, in the order the tensors are listed
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,31 +97,45 @@ def read_windows(request: InferenceRequest, binary: memoryview, look_back: int) 
             f"(a batch of windows of {look_back} raw closes, oldest first)"
         )
     batch = tensor.shape[0]
-    values = _tensor_values(tensor, binary, batch * look_back)
-    windows = np.empty((batch, look_back), dtype=np.float64)
-    for b in range(batch):
-        row = values[b * look_back : (b + 1) * look_back]
+    if "binary_data_size" in tensor.parameters:
+        windows = _binary_windows(tensor, binary, batch, look_back)
+        elements: Callable[[int], Sequence[Any]] = lambda b: windows[b].tolist()
+    else:
+        values = _json_values(tensor, batch * look_back)
+        windows = _json_windows(values, batch, look_back)
+        elements = lambda b: values[b * look_back : (b + 1) * look_back]
+    # All windows are checked at once; one that fails goes through the element-by-element
+    # validator, which names the element and what is wrong with it.
+    for b in np.flatnonzero(~(np.isfinite(windows) & (windows > 0)).all(axis=1)):
         try:
-            windows[b] = validate_prices(row, look_back)
+            windows[b] = validate_prices(elements(b), look_back)
         except WindowError as exc:
             raise TensorError(f"input {INPUT_NAME!r}, window {b}: {exc}") from None
     return windows
 
 
-def _tensor_values(tensor: RequestInput, binary: memoryview, count: int) -> Sequence[Any]:
-    size = tensor.parameters.get("binary_data_size")
-    if size is None:
-        if tensor.data is None:
-            raise TensorError(f"input {INPUT_NAME!r} has neither 'data' nor a 'binary_data_size' parameter")
-        values = _flatten(tensor.data)
-        if len(values) != count:
-            raise TensorError(
-                f"input {INPUT_NAME!r} holds {len(values)} elements but its shape {tensor.shape} needs {count}"
-            )
-        return values
+def _json_values(tensor: RequestInput, count: int) -> list[Any]:
+    if tensor.data is None:
+        raise TensorError(f"input {INPUT_NAME!r} has neither 'data' nor a 'binary_data_size' parameter")
+    values = _flatten(tensor.data)
+    if len(values) != count:
+        raise TensorError(f"input {INPUT_NAME!r} holds {len(values)} elements but its shape {tensor.shape} needs {count}")
+    return values
+
+
+def _json_windows(values: list[Any], batch: int, look_back: int) -> np.ndarray:
+    """JSON numbers as float64 windows. When some element is not a number (a string, a
+    boolean), every window is marked NaN so that the validator visits each and names it."""
+    if all(type(v) is float or type(v) is int for v in values):
+        return np.array(values, dtype=np.float64).reshape(batch, look_back)
+    return np.full((batch, look_back), np.nan)
+
+
+def _binary_windows(tensor: RequestInput, binary: memoryview, batch: int, look_back: int) -> np.ndarray:
     if tensor.data is not None:
         raise TensorError(f"input {INPUT_NAME!r} has both 'data' and a 'binary_data_size' parameter")
-    expected = count * _FP32.itemsize
+    size = tensor.parameters["binary_data_size"]
+    expected = batch * look_back * _FP32.itemsize
     if isinstance(size, bool) or size != expected:
         raise TensorError(
             f"input {INPUT_NAME!r} binary_data_size is {size!r}; shape {tensor.shape} of {DATATYPE} needs {expected} bytes"
@@ -130,8 +144,7 @@ def _tensor_values(tensor: RequestInput, binary: memoryview, count: int) -> Sequ
         raise TensorError(
             f"the request carries {len(binary)} bytes of binary tensor data; input {INPUT_NAME!r} declares {expected}"
         )
-    # tolist() gives Python floats, so one validator serves both encodings.
-    return np.frombuffer(binary, dtype=_FP32).tolist()
+    return np.frombuffer(binary, dtype=_FP32).astype(np.float64).reshape(batch, look_back)
 
 
 def _flatten(data: Any) -> list[Any]:
