@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from itertools import accumulate
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from importlib import metadata as dist_metadata
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from itertools import accumulate
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -46,7 +47,7 @@ from .bundle import INT8_FILE, MODEL_FILE, Bundle
 
 PREFIX = "lstm_predictor_"
 
-# The classic text exposition format, which generate_latest writes and every
+# The classic text exposition format, which render() writes and every
 # Prometheus release parses.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -54,6 +55,8 @@ KINDS = ("manual", "live", "forecast", "v2")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER = "other"
 UNMATCHED = "unmatched"
+
+Key = tuple[str, ...]  # label values, in the order of a family's label names
 
 # One fp32 window runs in about 0.5 ms and a batch of 32 in about 7 ms, so the
 # buckets are dense from 25 us to 10 ms (histogram_quantile interpolates inside
@@ -96,14 +99,14 @@ class _Histogram:
 class _HistogramVec:
     """Histograms keyed by a tuple of label values, sharing one set of upper bounds."""
 
-    __slots__ = ("bounds", "series", "les")
+    __slots__ = ("bounds", "les", "series")
 
     def __init__(self, bounds: Sequence[float]) -> None:
         self.bounds = tuple(bounds)
-        self.series: dict[tuple[str, ...], _Histogram] = {}
+        self.series: dict[Key, _Histogram] = {}
         self.les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
 
-    def touch(self, key: tuple[str, ...]) -> _Histogram:
+    def touch(self, key: Key) -> _Histogram:
         hist = self.series.get(key)
         if hist is None:
             # setdefault, not assignment: a series created concurrently by its
@@ -111,14 +114,12 @@ class _HistogramVec:
             hist = self.series.setdefault(key, _Histogram(len(self.bounds)))
         return hist
 
-    def observe(self, key: tuple[str, ...], value: float) -> None:
+    def observe(self, key: Key, value: float) -> None:
         hist = self.touch(key)
         # bisect_left finds the first bound >= value: Prometheus buckets are "le".
         hist.counts[bisect_left(self.bounds, value)] += 1
         hist.total += value
 
-
-Key = tuple[str, ...]
 
 
 def _escape(value: str) -> str:
@@ -242,9 +243,9 @@ class Metrics:
 
         self._build = (__version__, _distribution_version("onnxruntime"))
         self._in_flight = 0
-        self._requests: dict[tuple[str, str, str], int] = {}
+        self._requests: dict[Key, int] = {}
         self._request_seconds = _HistogramVec(LATENCY_BUCKETS)
-        self._predictions: dict[tuple[str, str], int] = {}
+        self._predictions: dict[Key, int] = {}
         self._inference_seconds = _HistogramVec(LATENCY_BUCKETS)
         self._batch_size = _HistogramVec(BATCH_BUCKETS)
         self._queue_wait = _HistogramVec(LATENCY_BUCKETS)
@@ -252,12 +253,12 @@ class Metrics:
         # by a reload keep their label; anything else is "other".
         self._known_models: set[str] = set()
         self._loaded_symbols: frozenset[str] = frozenset()
-        self._model_info: dict[tuple[str, ...], int] = {}
+        self._model_info: dict[Key, int] = {}
         self._models_loaded = 0
         self._reloads = {("success",): 0, ("failure",): 0}
         self._last_reload_ok = 1
         self._fetch_seconds = _HistogramVec(FETCH_BUCKETS)
-        self._fetch_failures: dict[tuple[str], int] = {}
+        self._fetch_failures: dict[Key, int] = {}
         self._cache = {"hit": 0, "miss": 0}
         # symbol -> time.monotonic() at which its data was fetched, so the
         # exposed age keeps growing between updates instead of freezing.
@@ -333,7 +334,7 @@ class Metrics:
         sees a model's first request and dashboards show idle models.
         """
         variants = variants or {}
-        info: dict[tuple[str, ...], int] = {}
+        info: dict[Key, int] = {}
         for bundle in bundles:
             variant = variants.get(bundle.name, "fp32")
             sha256 = bundle.sha256(INT8_FILE if variant == "int8" else MODEL_FILE)

@@ -44,7 +44,7 @@ def dashboard_targets() -> list[dict]:
 
 
 def promtool_ok(promtool: str, *args: str | Path) -> None:
-    result = subprocess.run([promtool, *map(str, args)], capture_output=True, text=True)
+    result = subprocess.run([promtool, *map(str, args)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
