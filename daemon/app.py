@@ -35,12 +35,16 @@ def create_app(state: DaemonState) -> web.Application:
 
 
 def _record_requests(state: DaemonState):  # noqa: ANN202 - an aiohttp middleware
+    """Per request: the Prometheus request metrics, the in-flight count a shutdown drains,
+    and a pin on the model set it may use, which a reload waits for before closing it."""
     metrics = state.metrics
 
     @web.middleware
     async def record_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
         metrics.request_started()
         state.in_flight += 1
+        registry = state.registry  # pinned: a reload closes it only after this request
+        registry.requests += 1
         started = time.perf_counter()
         status = 500
         try:
@@ -55,6 +59,7 @@ def _record_requests(state: DaemonState):  # noqa: ANN202 - an aiohttp middlewar
             raise
         finally:
             state.in_flight -= 1
+            registry.requests -= 1
             metrics.request_finished(route_label(request), request.method, status, time.perf_counter() - started)
 
     return record_requests

@@ -13,9 +13,8 @@ import asyncio
 import dataclasses
 import logging
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import numpy as np
 
@@ -40,7 +39,6 @@ class ServedModel:
         self.variant = engine.variant
         self.look_back = self.bundle.look_back
         self._metrics = metrics
-        self._users = 0  # requests between their first and last use of this model
         self.batcher = Batcher(
             self._run,
             max_batch_size=config.max_batch_size,
@@ -52,22 +50,8 @@ class ServedModel:
     async def predict(self, windows: np.ndarray) -> Prediction:
         """Validated raw price windows ``(n, look_back)`` -> predictions, batched with concurrent requests."""
         x, refs = normalise(windows, self.bundle.normalisation)
-        with self.in_use():
-            ratios = (await self.batcher.submit(x)).astype(np.float64)
+        ratios = (await self.batcher.submit(x)).astype(np.float64)
         return Prediction(prices=denormalise(ratios, refs), ratios=ratios, refs=refs)
-
-    @contextmanager
-    def in_use(self) -> Iterator[None]:
-        """Keep this model open across several predictions (a forecast's steps) even if a reload retires it."""
-        self._users += 1
-        try:
-            yield
-        finally:
-            self._users -= 1
-
-    @property
-    def busy(self) -> bool:
-        return self._users > 0
 
     async def close(self) -> None:
         await self.batcher.close()
@@ -85,11 +69,18 @@ class ServedModel:
 
 
 class Registry:
-    """Served models by name (bundle folder name), also reachable by ticker symbol."""
+    """Served models by name (bundle folder name), also reachable by ticker symbol.
+
+    ``requests`` counts the requests that began while this set was the served one
+    (the app's middleware keeps it): only they can hold one of its models, so once
+    a reload has replaced the set and the count is back to zero it can be closed,
+    however many awaits a handler takes between looking a model up and using it.
+    """
 
     def __init__(self, models: Mapping[str, ServedModel], default: str) -> None:
         self.models = dict(sorted(models.items()))
         self.default = self.models[default]
+        self.requests = 0
         self._lookup: dict[str, ServedModel] = {}
         # Names first, so a folder name always wins over another bundle's symbol;
         # a symbol served by two bundles is reachable only by their names.
@@ -124,10 +115,10 @@ class Registry:
         return model
 
     async def close(self, timeout: float) -> None:
-        """Retire this set once no new request can reach it: wait (up to ``timeout`` seconds)
-        for requests still using a model, then drain every batcher."""
+        """Retire this set once it is no longer served: wait (up to ``timeout`` seconds) for
+        the requests that began under it, then drain every batcher."""
         deadline = time.monotonic() + timeout
-        while any(model.busy for model in self.models.values()) and time.monotonic() < deadline:
+        while self.requests and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for model in self.models.values():
             await model.close()
@@ -140,7 +131,10 @@ def bundle_dirs(path: Path) -> list[Path]:
         raise BundleError(f"models directory {path} does not exist")
     if (path / METADATA_FILE).is_file():
         return [path]
-    dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    try:
+        dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    except OSError as exc:
+        raise BundleError(f"models directory {path} cannot be listed ({exc.strerror or exc})") from None
     if not dirs:
         raise BundleError(f"models directory {path} holds no bundle (one folder per model, each with metadata.json)")
     return dirs
@@ -153,16 +147,11 @@ def load_registry(config: Config, metrics: Metrics) -> Registry:
     failures: list[str] = []
     for path in bundle_dirs(config.models):
         try:
-            # A model is served (and labelled in metrics) under its folder name, which is
-            # unique in the directory; metadata "name" may repeat when a bundle is copied.
-            bundle = dataclasses.replace(read_bundle(path), name=path.name)
-            engine = _open(bundle, config)
-            _check_expectations(engine.bundle, config)
-            engine.warm_up()
+            engines.append(_load(path, config))
         except BundleError as exc:
             failures.append(str(exc))
-            continue
-        engines.append(engine)
+        except OSError as exc:  # unreadable files: permissions, a disk error
+            failures.append(f"bundle {path}: {exc}")
     if failures:
         raise BundleError("; ".join(failures))
     if config.expect_symbol and not any(e.bundle.symbol == config.expect_symbol for e in engines):
@@ -175,6 +164,19 @@ def load_registry(config: Config, metrics: Metrics) -> Registry:
         raise BundleError(f"default_model {default!r} is not among the loaded models ({', '.join(names)})")
     models = {engine.bundle.name: ServedModel(engine, config, metrics) for engine in engines}
     return Registry(models, default)
+
+
+def _load(path: Path, config: Config) -> Engine:
+    # A model is served (and labelled in metrics) under its folder name, which is
+    # unique in the directory; metadata "name" may repeat when a bundle is copied.
+    bundle = dataclasses.replace(read_bundle(path), name=path.name)
+    _check_expectations(bundle, config)
+    engine = _open(bundle, config)
+    try:
+        engine.warm_up()
+    except Exception as exc:  # onnxruntime's errors are untyped: a graph that loads but cannot run
+        raise BundleError(f"bundle {path}: the warm-up inference failed ({exc})") from exc
+    return engine
 
 
 def _open(bundle: Bundle, config: Config) -> Engine:

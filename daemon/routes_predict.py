@@ -93,11 +93,10 @@ async def predict_live(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body = await decode_body(request, _live_request)
     model = state.registry.get(body.symbol)
-    with model.in_use():  # the market fetch may outlast a reload
-        snapshot, window = await _market_window(state, model)
-        started = time.perf_counter()
-        prediction = await model.predict(window[None, :])
-        seconds = time.perf_counter() - started
+    snapshot, window = await _market_window(state, model)
+    started = time.perf_counter()
+    prediction = await model.predict(window[None, :])
+    seconds = time.perf_counter() - started
     state.metrics.prediction("live", model.name)
     return json_response(prediction_response(
         model_name=model.name, bundle=model.bundle, window=window, prediction=prediction,
@@ -118,20 +117,19 @@ async def predict_forecast(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body = await decode_body(request, _forecast_request)
     model = state.registry.get(body.symbol)
-    with model.in_use():
-        if body.prices is not None:
-            window = _window(body.prices, model)
-            last_date, data = body.last_date, None
-            base_date = last_date or b3_today()
-        elif body.last_date is not None:
-            raise InvalidInput("last_date dates the given prices; send it together with prices", code="invalid_input")
-        else:
-            snapshot, window = await _market_window(state, model)
-            last_date = base_date = snapshot.series.end
-            data = freshness(snapshot)
-        started = time.perf_counter()
-        days = await forecast(model.predict, window, base_date, body.days)
-        seconds = time.perf_counter() - started
+    if body.prices is not None:
+        window = _window(body.prices, model)
+        last_date, data = body.last_date, None
+        base_date = last_date or b3_today()
+    elif body.last_date is not None:
+        raise InvalidInput("last_date dates the given prices; send it together with prices", code="invalid_input")
+    else:
+        snapshot, window = await _market_window(state, model)
+        last_date = base_date = snapshot.series.end
+        data = freshness(snapshot)
+    started = time.perf_counter()
+    days = await forecast(model.predict, window, base_date, body.days)
+    seconds = time.perf_counter() - started
     state.metrics.prediction("forecast", model.name, body.days)
     return json_response(forecast_response(
         model_name=model.name, bundle=model.bundle, window=window, days=days,

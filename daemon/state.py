@@ -21,7 +21,7 @@ __all__ = ["STATE", "DaemonState", "Registry", "ServedModel"]
 @dataclass
 class DaemonState:
     config: Config
-    registry: Registry  # replaced whole by a reload, never mutated
+    registry: Registry  # the served model set, replaced whole by a reload
     metrics: Metrics
     market: MarketDataService
     started_at: float = field(default_factory=time.time)
