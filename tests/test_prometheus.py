@@ -21,6 +21,8 @@ import pytest
 import requests
 import yaml
 
+from lstm_predictor.daemon.metrics import KINDS
+
 from daemon_harness import TINY_SYMBOL, RunningDaemon, free_port, launch, write_prices
 from tiny_bundle import make_tiny_bundle
 
@@ -139,8 +141,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningDae
         # More traffic after the first scrape, so rates have something to measure.
         drive_traffic(daemon, rounds=3)
         prometheus.wait_for(
-            lambda: prometheus.query('job_route:lstm_predictor_http_requests:rate5m{route="/predict"} > 0') != [],
-            "to record the request rate",
+            lambda: len(prometheus.query("job_kind_model:lstm_predictor_predictions:rate5m > 0")) == len(KINDS),
+            "to record a scrape taken after the second round of traffic",
         )
         yield daemon, prometheus
     finally:
