@@ -38,11 +38,20 @@ def check_rule(rule: str) -> Rule:
 def validate_prices(prices: Sequence[object], look_back: int) -> np.ndarray:
     """Return ``prices`` as float64, or raise WindowError saying which element is wrong and why.
 
-    Checked one by one (not with a vectorised ``isfinite``) because the error
-    must point a person at the exact element they sent.
+    Valid input (every request on the hot path) is accepted with one vectorised
+    check; anything that check does not accept is checked one by one, because
+    the error must point a person at the exact element they sent.
     """
     if len(prices) != look_back:
         raise WindowError(f"expected exactly {look_back} prices (oldest first), got {len(prices)}")
+    if look_back and all(type(p) is float or type(p) is int for p in prices):  # exact types: no bool, no str
+        try:
+            out = np.array(prices, dtype=np.float64)
+        except OverflowError:  # an int beyond float range: the loop below reports it
+            pass
+        else:
+            if out.min() > 0.0 and out.max() < math.inf:  # NaN fails the first comparison
+                return out
     out = np.empty(look_back, dtype=np.float64)
     for i, p in enumerate(prices):
         if isinstance(p, bool) or not isinstance(p, (int, float)):
