@@ -34,7 +34,7 @@ def create_app(state: DaemonState) -> web.Application:
     return app
 
 
-def _record_requests(state: DaemonState):  # noqa: ANN202 - an aiohttp middleware
+def _record_requests(state: DaemonState):
     """Per request: the Prometheus request metrics, the in-flight count a shutdown drains,
     and a pin on the model set it may use, which a reload waits for before closing it."""
     metrics = state.metrics
@@ -65,7 +65,7 @@ def _record_requests(state: DaemonState):  # noqa: ANN202 - an aiohttp middlewar
     return record_requests
 
 
-def _render_errors(state: DaemonState):  # noqa: ANN202 - an aiohttp middleware
+def _render_errors(state: DaemonState):
     max_body = state.config.max_body_bytes
 
     @web.middleware

@@ -8,15 +8,26 @@ feeds its full-precision predictions back into the next window.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 
 from .bundle import Bundle
 from .engine import Prediction
 from .market_data.service import MarketSnapshot
-from .schemas import DataFreshness, ForecastDay, ForecastResponse, LivePredictResponse, PredictResponse
-from .trading_calendar import b3_today, next_trading_day, previous_trading_day, trading_days_after
+from .schemas import (
+    DataFreshness,
+    ForecastDay,
+    ForecastResponse,
+    LivePredictResponse,
+    PredictResponse,
+)
+from .trading_calendar import (
+    b3_today,
+    next_trading_day,
+    previous_trading_day,
+    trading_days_after,
+)
 
 PRICE_DIGITS = 4
 RATIO_DIGITS = 6

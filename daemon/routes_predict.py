@@ -14,10 +14,16 @@ import numpy as np
 from aiohttp import web
 
 from .errors import InvalidInput, Unavailable
-from .market_data.service import MarketSnapshot
 from .jsonio import decode_body, json_response
+from .market_data.service import MarketSnapshot
 from .openapi import operation
-from .predictions import forecast, forecast_response, freshness, market_window, prediction_response
+from .predictions import (
+    forecast,
+    forecast_response,
+    freshness,
+    market_window,
+    prediction_response,
+)
 from .registry import ServedModel
 from .schemas import (
     ForecastRequest,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-import msgspec
 from msgspec import Meta, Struct
 
 MAX_FORECAST_DAYS = 30

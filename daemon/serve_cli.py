@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -48,7 +49,8 @@ def serve(config_file: Path | None, **flags: str | None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # Imported here so that --help and configuration errors stay instant.
-    from .server import StartupError, serve as run
+    from .server import StartupError
+    from .server import serve as run
 
     try:
         asyncio.run(run(config))

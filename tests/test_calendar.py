@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-
 from lstm_predictor.daemon.trading_calendar import (
     b3_today,
     is_trading_day,

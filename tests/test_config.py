@@ -7,8 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-
-from lstm_predictor.daemon.config import OPTIONS, Config, ConfigError, default_models_dir, load_config
+from lstm_predictor.daemon.config import (
+    OPTIONS,
+    Config,
+    ConfigError,
+    default_models_dir,
+    load_config,
+)
 
 
 def write_toml(path: Path, text: str) -> Path:

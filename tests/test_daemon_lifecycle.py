@@ -1,4 +1,5 @@
-"""The daemon's life end to end: start-up failures, SIGHUP reloads, SIGTERM drains, systemd notify."""
+"""The daemon's life end to end: start-up failures, SIGHUP reloads, SIGTERM drains.
+(What systemd hears of it is in test_notify_daemon.py.)"""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 from daemon_harness import RunningDaemon, free_port, run_to_exit
 from tiny_bundle import make_tiny_bundle
@@ -178,33 +179,3 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(start_daemon, models_dir
     assert all(a.startswith(b"HTTP/1.1 200 OK") for a in answers), answers
     assert all(b'"predicted_price"' in a for a in answers)
     assert daemon.process.wait(30) == 0, daemon.stderr
-
-
-# -- systemd notify --------------------------------------------------------------------------------
-
-
-def test_systemd_hears_ready_watchdog_reloading_and_stopping(start_daemon, models_dir: Path, tmp_path: Path) -> None:
-    address = str(tmp_path / "notify.sock")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
-        manager.bind(address)
-        manager.settimeout(30)
-        daemon = start_daemon(models_dir, env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"})
-        seen: list[str] = []
-
-        def until(key: str) -> str:
-            while True:
-                message = manager.recv(4096).decode()
-                seen.append(message)
-                if key in message.splitlines():
-                    return message
-
-        ready = until("READY=1")
-        assert "STATUS=serving 1 model(s)" in ready and "TINY3.SA" in ready
-        assert not any("WATCHDOG=1" in m for m in seen[: seen.index(ready)])  # no ping before READY
-        until("WATCHDOG=1")
-        daemon.signal(signal.SIGHUP)
-        until("RELOADING=1")
-        assert "STATUS=reloaded" in until("READY=1")
-        daemon.signal(signal.SIGTERM)
-        until("STOPPING=1")
-        assert daemon.process.wait(30) == 0

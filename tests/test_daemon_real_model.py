@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from lstm_predictor.daemon.bundle import read_bundle
 from lstm_predictor.daemon.engine import Engine
 from lstm_predictor.daemon.market_data import CsvFileSource

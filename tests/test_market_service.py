@@ -10,14 +10,12 @@ import asyncio
 import datetime as dt
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 from daemon_harness import write_prices
-from tiny_bundle import make_tiny_bundle
-
 from lstm_predictor.daemon.errors import NotFound, Unavailable
 from lstm_predictor.daemon.market_data import (
     PriceSeries,
@@ -28,6 +26,7 @@ from lstm_predictor.daemon.market_data import (
 from lstm_predictor.daemon.market_data.service import MarketDataService
 from lstm_predictor.daemon.metrics import Metrics
 from lstm_predictor.daemon.trading_calendar import b3_today, previous_trading_day
+from tiny_bundle import make_tiny_bundle
 
 TTL = 300.0
 
@@ -70,7 +69,7 @@ def make(source: FakeSource, clock: Clock, timeout: float = 10.0) -> MarketDataS
     return MarketDataService(source, ttl=TTL, timeout=timeout, metrics=Metrics(), clock=clock)
 
 
-def run(coro):  # noqa: ANN001, ANN201
+def run(coro):
     return asyncio.run(coro)
 
 
