@@ -38,8 +38,10 @@ class StartupError(Exception):
 
 def price_source(config: Config) -> PriceSource:
     if config.market_data == "yfinance":
-        # auto_adjust=True: the bundles are trained on adjusted closes.
-        return YFinanceSource(cache_dir=config.cache_dir, auto_adjust=True, timeout=config.market_data_timeout)
+        # auto_adjust=True: the bundles are trained on adjusted closes. fresh_for: its disk
+        # cache must not keep serving closes the in-memory TTL already considers old.
+        return YFinanceSource(cache_dir=config.cache_dir, auto_adjust=True, fresh_for=config.market_data_ttl,
+                              timeout=config.market_data_timeout)
     return CsvDirectorySource(Path(config.market_data))
 
 

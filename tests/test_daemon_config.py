@@ -61,3 +61,9 @@ def test_legacy_model_path_to_a_keras_file_says_to_convert_it(tmp_path: Path) ->
     result = run_to_exit(["--port", str(free_port())], env={"MODEL_PATH": str(keras)})
     assert result.returncode == 2
     assert "lstm-predictor convert" in result.stderr and str(keras) in result.stderr
+
+
+def test_int8_falls_back_to_fp32_for_a_bundle_without_a_gated_int8_model(start_daemon, models_dir: Path) -> None:
+    daemon = start_daemon(models_dir, args=["--variant", "int8"])
+    assert daemon.get("/health").json()["models"]["TINY3.SA"]["variant"] == "fp32"
+    assert "no int8 variant that passed its accuracy gate; serving fp32" in daemon.stderr
