@@ -115,23 +115,30 @@ def _bench(opts: dict[str, Any], url: str, pid: int | None, ready: float | None,
     click.echo(f"load: {generator}{threads}, {opts['duration']:g} s per run, {os.cpu_count()} CPUs shared with the daemon")
     if ready is not None:
         click.echo(f"start to ready: {ready:.3f} s (process spawn to its READY=1)")
+    load_before = os.getloadavg()
+    click.echo(f"machine load average before: {_loadavg(load_before)}")
     rss_before = process.rss_bytes(pid)
     rows: list[Row] = []
     for scenario in chosen:
         for connections in opts["connections"]:
-            before = asyncio.run(_scrape(url))
+            before, cpu_before = asyncio.run(_scrape(url)), process.cpu_seconds(pid)
             load = _load(generator, url, scenario, connections, opts["duration"], opts["threads"])
-            rows.append(Row(scenario, load, compare(before, asyncio.run(_scrape(url)), scenario.route)))
+            cpu_after = process.cpu_seconds(pid)
+            cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+            rows.append(Row(scenario, load, compare(before, asyncio.run(_scrape(url)), scenario.route), cpu))
             click.echo(f"  {scenario.name} x{connections}: {load.rps:,.0f} req/s, p50 {load.p50 * 1e3:.2f} ms, "
                        f"{load.errors} errors")  # fmt: skip
     rss_after = process.rss_bytes(pid)
     peak = process.peak_rss_bytes(pid)
+    load_after = os.getloadavg()
 
     click.echo("")
     click.echo(table(rows))
     click.echo("")
     click.echo("client latencies include the HTTP round trip; 'server ms' is the daemon's own mean per request "
-               "(its request-duration histogram), 'batch' the mean windows per onnxruntime run.")  # fmt: skip
+               "(its request-duration histogram), 'batch' the mean windows per onnxruntime run, "
+               "'cpu us/req' the daemon's CPU time (user + system) per request.")  # fmt: skip
+    click.echo(f"machine load average after: {_loadavg(load_after)} (load from other processes skews the figures)")
     click.echo(f"daemon resident memory: {mb(rss_before)} before, {mb(rss_after)} after"
                + (f" (peak {mb(peak)})" if peak else ""))  # fmt: skip
 
@@ -149,9 +156,14 @@ def _bench(opts: dict[str, Any], url: str, pid: int | None, ready: float | None,
     click.echo(f"\nreproduce: {command}")
     return as_json(rows, {
         "command": command, "url": url, "model": model, "generator": generator, "cpus": os.cpu_count(),
+        "loadavg_before": load_before, "loadavg_after": load_after,
         "ready_seconds": ready, "rss_before_bytes": rss_before, "rss_after_bytes": rss_after, "rss_peak_bytes": peak,
         "keras": None if keras is None else {"ready_seconds": keras.ready_seconds, **keras.figures},
     })  # fmt: skip
+
+
+def _loadavg(figures: tuple[float, float, float]) -> str:
+    return " ".join(f"{v:.2f}" for v in figures) + " (1, 5, 15 min)"
 
 
 def _load(generator: str, url: str, scenario: Scenario, connections: int, seconds: float, threads: int) -> LoadResult:

@@ -45,6 +45,17 @@ def rss_bytes(pid: int | None) -> int | None:
         return None
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """User plus system CPU time the process has used so far."""
+    if pid is None:
+        return None
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return times.user + times.system
+
+
 def peak_rss_bytes(pid: int | None) -> int | None:
     """The process's peak resident set (Linux ``VmHWM``), or None where unavailable."""
     try:

@@ -20,6 +20,13 @@ class Row:
     scenario: Scenario
     load: LoadResult
     server: ServerView
+    cpu_seconds: float | None  # the daemon's CPU time during the run
+
+    @property
+    def cpu_per_request(self) -> float | None:
+        if self.cpu_seconds is None or not self.load.requests:
+            return None
+        return self.cpu_seconds / self.load.requests
 
 
 def _ms(seconds: float | None) -> str:
@@ -37,7 +44,7 @@ def _ratio(slow: float | None, fast: float | None) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    header = ("route", "conns", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "server ms", "batch")
+    header = ("route", "conns", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "server ms", "batch", "cpu us/req")
     lines = [header]
     for row in rows:
         load, server = row.load, row.server
@@ -45,6 +52,7 @@ def table(rows: list[Row]) -> str:
             row.scenario.title, str(load.connections), f"{load.rps:,.0f}",
             _ms(load.p50), _ms(load.p90), _ms(load.p99), f"{load.errors:,}",
             _ms(server.mean_seconds), "-" if server.mean_batch is None else f"{server.mean_batch:.1f}",
+            "-" if row.cpu_per_request is None else f"{row.cpu_per_request * 1e6:.0f}",
         ))  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = []
@@ -110,6 +118,7 @@ def as_json(rows: list[Row], extra: dict[str, Any]) -> dict[str, Any]:
                 "connections": r.load.connections, "seconds": r.load.seconds, "requests": r.load.requests,
                 "errors": r.load.errors, "rps": r.load.rps, "p50": r.load.p50, "p90": r.load.p90, "p99": r.load.p99,
                 "server_mean_seconds": r.server.mean_seconds, "mean_batch": r.server.mean_batch,
+                "cpu_seconds_per_request": r.cpu_per_request,
             }
             for r in rows
         ],
