@@ -75,12 +75,6 @@ def prediction_response(
     )
 
 
-def market_window(snapshot: MarketSnapshot, look_back: int) -> np.ndarray | None:
-    """The last ``look_back`` closes of a snapshot, or None when it has fewer."""
-    closes = snapshot.series.closes
-    return None if len(closes) < look_back else closes[-look_back:]
-
-
 def freshness(snapshot: MarketSnapshot, today: dt.date | None = None) -> DataFreshness:
     """How current a snapshot is. Stale when the source failed (the last good copy is
     served) or when it lacks a B3 session that has already closed before today."""

@@ -21,7 +21,6 @@ from .predictions import (
     forecast,
     forecast_response,
     freshness,
-    market_window,
     prediction_response,
 )
 from .registry import ServedModel
@@ -54,14 +53,14 @@ def _window(prices: list[float], model: ServedModel) -> np.ndarray:
 
 async def _market_window(state: DaemonState, model: ServedModel) -> tuple[MarketSnapshot, np.ndarray]:
     snapshot = await state.market.get(model.bundle.symbol)
-    window = market_window(snapshot, model.look_back)
-    if window is None:
+    closes = snapshot.series.closes
+    if len(closes) < model.look_back:
         raise Unavailable(
             f"{snapshot.series.source} has only {len(snapshot.series)} closes for {model.bundle.symbol}; "
             f"the model needs {model.look_back}",
             retry_after=None, code="insufficient_market_data",
         )
-    return snapshot, window
+    return snapshot, closes[-model.look_back:]
 
 
 @routes.post("/predict")

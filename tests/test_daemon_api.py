@@ -7,7 +7,8 @@ expected number is computed here by hand:
 * TINY3.SA   prices in TINY3.SA.csv, 120 B3 sessions ending Friday 2024-02-09,
              the session before Carnival (Monday 12 and Tuesday 13 Feb are closed);
 * NOCSV3.SA  no price file: live predictions are 404;
-* BROKEN3.SA a price file the source cannot read: live predictions are 503.
+* BROKEN3.SA a price file the source cannot read: live predictions are 503;
+* SHORT3.SA  a price file with fewer closes than the model's look_back: 503.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ LOOK_BACK = 60
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
     root = tmp_path_factory.mktemp("api")
-    for symbol in ("TINY3.SA", "NOCSV3.SA", "BROKEN3.SA"):
+    for symbol in ("TINY3.SA", "NOCSV3.SA", "BROKEN3.SA", "SHORT3.SA"):
         make_tiny_bundle(root / "models" / symbol, symbol=symbol)
     write_prices(root / "prices")
+    write_prices(root / "prices", symbol="SHORT3.SA", sessions=10)
     (root / "prices" / "BROKEN3.SA.csv").write_text("Date,Open\n2024-02-09,1.0\n", encoding="utf-8")
     running = launch(root / "models", root / "prices", ["--max-body-bytes", str(MAX_BODY)], log_dir=root)
     running.wait_healthy()
@@ -61,7 +63,7 @@ def error_of(reply) -> dict:
 def test_index_names_the_service_its_models_and_links(daemon: RunningDaemon) -> None:
     body = daemon.get("/").json()
     assert body["service"] == "lstm-predictor"
-    assert body["models"] == ["BROKEN3.SA", "NOCSV3.SA", "TINY3.SA"]
+    assert body["models"] == ["BROKEN3.SA", "NOCSV3.SA", "SHORT3.SA", "TINY3.SA"]
     assert body["default_model"] == "BROKEN3.SA"  # the first by name unless configured
     assert body["links"]["predict"] == "/predict" and body["links"]["metrics"] == "/metrics"
 
@@ -91,7 +93,7 @@ def test_model_info_reports_the_bundle_metadata(daemon: RunningDaemon) -> None:
     assert body["model_name"] == "TINY3.SA" and body["look_back"] == LOOK_BACK
     assert body["normalisation"] == "window_last"
     assert "model.onnx" in body["files"] and len(body["files"]["model.onnx"]["sha256"]) == 64
-    assert body["served_models"] == ["BROKEN3.SA", "NOCSV3.SA", "TINY3.SA"]
+    assert body["served_models"] == ["BROKEN3.SA", "NOCSV3.SA", "SHORT3.SA", "TINY3.SA"]
     assert daemon.get("/monitoring/model/info?symbol=NOPE").status == 404
 
 
@@ -176,7 +178,7 @@ def test_unknown_symbol_is_404_listing_the_served_ones(daemon: RunningDaemon) ->
     assert reply.status == 404
     error = error_of(reply)
     assert error["code"] == "unknown_model"
-    assert error["details"]["served"] == ["BROKEN3.SA", "NOCSV3.SA", "TINY3.SA"]
+    assert error["details"]["served"] == ["BROKEN3.SA", "NOCSV3.SA", "SHORT3.SA", "TINY3.SA"]
     assert "TINY3.SA" in error["message"]
 
 
@@ -231,6 +233,13 @@ def test_live_when_the_source_fails_with_nothing_cached_is_503_with_retry_after(
     assert int(reply.headers["Retry-After"]) >= 1
     error = error_of(reply)
     assert error["code"] == "market_data_unavailable" and "BROKEN3.SA" in error["message"]
+
+
+def test_live_with_fewer_closes_than_the_look_back_is_503_saying_so(daemon: RunningDaemon) -> None:
+    reply = daemon.post("/predict/live", {"symbol": "SHORT3.SA"})
+    assert reply.status == 503
+    error = error_of(reply)
+    assert error["code"] == "insufficient_market_data" and "only 10 closes" in error["message"]
 
 
 # -- POST /predict/forecast -----------------------------------------------------------------------

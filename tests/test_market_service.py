@@ -161,6 +161,26 @@ def test_after_a_failure_the_source_is_left_alone_until_the_backoff_ends() -> No
     run(scenario())
 
 
+def test_a_failure_for_one_symbol_does_not_hold_back_the_others() -> None:
+    source, clock = FakeSource(), Clock()
+
+    def only_vale_is_broken(symbol: str) -> PriceSeries:
+        if symbol == "VALE3.SA":
+            raise SourceUnavailableError("VALE3.SA.csv: no 'Close' column")
+        return series(symbol)
+
+    source.answer = only_vale_is_broken
+
+    async def scenario() -> None:
+        service = make(source, clock)
+        with pytest.raises(Unavailable):
+            await service.get("VALE3.SA")
+        assert not (await service.get("PETR4.SA")).stale
+        assert source.calls == 2
+
+    run(scenario())
+
+
 def test_consecutive_failures_back_off_longer() -> None:
     source, clock = FakeSource(), Clock()
     source.answer = raising(SourceUnavailableError("down"))

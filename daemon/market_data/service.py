@@ -7,14 +7,13 @@ source must not be hammered, so between the handlers and the source sit:
 * a worker thread per fetch with a timeout, so the event loop never blocks;
 * a per-symbol cache with a TTL: closes change once a trading day;
 * single flight: concurrent requests for one symbol share one fetch;
-* backoff after a failure (longer after a rate limit), during which the
-  source is not asked at all;
+* backoff after a failure, during which the source is not asked again for
+  that symbol; after a rate limit, not asked at all (a rate limit is the
+  whole source's, a failure may be one symbol's, e.g. one broken CSV file);
 * the last good closes, marked stale, when the source fails; only without
   them does a request fail, with a 503 and ``Retry-After``.
 
-A source failing for one symbol backs off the whole source: a rate limit or
-an outage is the source's, not the symbol's. An unknown symbol is not a source
-failure and is not cached.
+An unknown symbol is not a source failure and is not cached.
 """
 
 from __future__ import annotations
@@ -38,6 +37,22 @@ log = logging.getLogger(__name__)
 FAILURE_BACKOFF = (1.0, 60.0)
 # Yahoo's rate limits last minutes; retrying sooner only extends them.
 RATE_LIMIT_BACKOFF = (30.0, 600.0)
+
+
+@dataclass
+class _Backoff:
+    """When the source may be asked again, and why not before."""
+
+    until: float = 0.0
+    delay: float = 0.0  # the last delay applied, doubled on the next failure
+    reason: str = ""
+
+    def fail(self, now: float, reason: str, schedule: tuple[float, float], at_least: float | None) -> float:
+        first, cap = schedule
+        self.delay = min(cap, max(first, 2 * self.delay))
+        wait = max(at_least or 0.0, self.delay)
+        self.until, self.reason = now + wait, reason
+        return wait
 
 
 @dataclass(frozen=True)
@@ -70,9 +85,8 @@ class MarketDataService:
         self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="market-data")
         self._cache: dict[str, MarketSnapshot] = {}
         self._inflight: dict[str, asyncio.Task[MarketSnapshot]] = {}
-        self._blocked_until = 0.0  # the clock's time before which the source is not asked
-        self._backoff = 0.0  # the last backoff applied, doubled on the next failure
-        self._block_reason = ""
+        self._rate_limit = _Backoff()  # the whole source's
+        self._failures: dict[str, _Backoff] = {}  # per symbol
 
     async def get(self, symbol: str) -> MarketSnapshot:
         """The closes of ``symbol``: cached, fetched, or the last good copy marked stale.
@@ -87,8 +101,9 @@ class MarketDataService:
             self._metrics.market_data_age(symbol, now - cached.fetched_at)
             return cached
         self._metrics.market_cache(False)
-        if now < self._blocked_until:
-            return self._fallback(symbol, self._block_reason, self._blocked_until - now)
+        for backoff in (self._rate_limit, self._failures.get(symbol)):
+            if backoff is not None and now < backoff.until:
+                return self._fallback(symbol, backoff.reason, backoff.until - now)
         task = self._inflight.get(symbol)
         if task is None:
             task = asyncio.ensure_future(self._refresh(symbol))
@@ -112,35 +127,37 @@ class MarketDataService:
             self._metrics.market_fetch(self.source.name, self._clock() - started, True)
             raise NotFound(str(exc), code="unknown_market_symbol", details={"symbol": symbol}) from None
         except RateLimitedError as exc:
-            return self._failed(symbol, started, f"{self.source.name} is rate limiting requests ({exc})",
-                                RATE_LIMIT_BACKOFF, exc.retry_after)
+            reason = f"{self.source.name} is rate limiting requests ({exc})"
+            return self._failed(symbol, started, reason, self._rate_limit, RATE_LIMIT_BACKOFF, exc.retry_after)
         except asyncio.TimeoutError:
-            return self._failed(symbol, started, f"{self.source.name} did not answer within {self.timeout:g} s",
-                                FAILURE_BACKOFF)
+            reason = f"{self.source.name} did not answer within {self.timeout:g} s"
+            return self._failed(symbol, started, reason, self._symbol_backoff(symbol), FAILURE_BACKOFF)
         except MarketDataError as exc:
-            return self._failed(symbol, started, f"{self.source.name} failed: {exc}", FAILURE_BACKOFF)
+            reason = f"{self.source.name} failed: {exc}"
+            return self._failed(symbol, started, reason, self._symbol_backoff(symbol), FAILURE_BACKOFF)
         except Exception as exc:  # a library error the source did not translate (yfinance has many)
             log.exception("market-data source %s raised an unexpected error for %s", self.source.name, symbol)
-            return self._failed(symbol, started, f"{self.source.name} failed: {exc!r}", FAILURE_BACKOFF)
+            reason = f"{self.source.name} failed: {exc!r}"
+            return self._failed(symbol, started, reason, self._symbol_backoff(symbol), FAILURE_BACKOFF)
         now = self._clock()
         self._metrics.market_fetch(self.source.name, now - started, True)
         self._metrics.market_data_age(symbol, 0.0)
-        self._backoff = 0.0
+        self._rate_limit.delay = 0.0
+        self._failures.pop(symbol, None)
         snapshot = MarketSnapshot(series=series, fetched_at=now)
         self._cache[symbol] = snapshot
         return snapshot
 
-    def _failed(self, symbol: str, started: float, reason: str, backoff: tuple[float, float],
-                retry_after: float | None = None) -> MarketSnapshot:
+    def _symbol_backoff(self, symbol: str) -> _Backoff:
+        return self._failures.setdefault(symbol, _Backoff())
+
+    def _failed(self, symbol: str, started: float, reason: str, backoff: _Backoff,
+                schedule: tuple[float, float], retry_after: float | None = None) -> MarketSnapshot:
         now = self._clock()
         self._metrics.market_fetch(self.source.name, now - started, False)
-        first, cap = backoff
-        self._backoff = min(cap, max(first, 2 * self._backoff))
-        delay = max(retry_after or 0.0, self._backoff)
-        self._blocked_until = now + delay
-        self._block_reason = reason
-        log.warning("%s (symbol %s); not asking the source again for %.0f s", reason, symbol, delay)
-        return self._fallback(symbol, reason, delay)
+        wait = backoff.fail(now, reason, schedule, retry_after)
+        log.warning("%s (symbol %s); not asking again for %.0f s", reason, symbol, wait)
+        return self._fallback(symbol, reason, wait)
 
     def _fallback(self, symbol: str, reason: str, retry_after: float) -> MarketSnapshot:
         cached = self._cache.get(symbol)
