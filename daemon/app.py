@@ -11,10 +11,9 @@ from aiohttp.typedefs import Handler
 
 from . import docs, openapi, routes_predict, routes_service
 from .batching import BatcherClosedError, QueueFullError
-from .errors import ApiError, NotFound, Unavailable, error_body
+from .errors import ApiError, NotFound, Unavailable, error_body, is_v2
 from .kserve import routes as kserve_routes
 from .metrics import route_label
-from .openapi import V2_PREFIX
 from .state import STATE, DaemonState
 
 log = logging.getLogger(__name__)
@@ -85,8 +84,7 @@ def _render_errors(state: DaemonState):
         except Exception:
             log.exception("unhandled error answering %s %s", request.method, request.path)
             error = ApiError("internal error; the daemon's log has the details")
-        v2 = request.path == V2_PREFIX or request.path.startswith(V2_PREFIX + "/")
-        return web.Response(body=error_body(error, v2), status=error.status, headers=error.headers,
+        return web.Response(body=error_body(error, is_v2(request.path)), status=error.status, headers=error.headers,
                             content_type="application/json")
 
     return render_errors

@@ -74,7 +74,14 @@ class Unavailable(ApiError):
                  details: dict[str, Any] | None = None) -> None:
         headers = {} if retry_after is None else {"Retry-After": str(max(1, round(retry_after)))}
         super().__init__(message, code=code, details=details, headers=headers)
-        self.retry_after = retry_after
+
+
+V2_PREFIX = "/v2"
+
+
+def is_v2(path: str) -> bool:
+    """Whether ``path`` belongs to the KServe v2 routes, which answer errors in the protocol's shape."""
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
 
 
 def error_body(error: ApiError, v2: bool) -> bytes:
