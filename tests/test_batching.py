@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from lstm_predictor.daemon.batching import Batcher, BatcherClosedError, QueueFullError
 from lstm_predictor.daemon.bundle import read_bundle, write_metadata
 from lstm_predictor.daemon.engine import Engine
@@ -106,6 +105,13 @@ class GatedRun:
         """Return once the worker is inside a run (held at the gate)."""
         assert await asyncio.to_thread(self.entered.wait, 60), "the worker never started a run"
 
+    async def queue_behind(self, batcher: Batcher, inputs: list[np.ndarray]) -> list[asyncio.Task]:
+        """Submit ``inputs[0]``, wait until the worker holds it at the gate, then submit the rest
+        in one loop turn: they queue behind a busy worker."""
+        first = await started(batcher.submit(inputs[0]))
+        await self.wait_busy()
+        return first + await started(*(batcher.submit(x) for x in inputs[1:]))
+
 
 def batches_recorder() -> tuple[list[int], list[float], object]:
     sizes: list[int] = []
@@ -163,6 +169,24 @@ def test_a_lone_request_on_an_idle_batcher_does_not_wait_for_the_queue_delay(eng
     assert sizes == [1, 1, 1]
 
 
+def test_submissions_made_in_one_loop_turn_on_an_idle_batcher_share_one_run(engine: Engine) -> None:
+    rng = np.random.default_rng(11)
+    inputs = [model_input(rng) for _ in range(5)]
+    sizes, _, on_batch = batches_recorder()
+
+    async def main() -> list[np.ndarray]:
+        batcher = Batcher(engine.run_normalised, max_batch_size=8, max_queue_delay_us=HOUR_US, on_batch=on_batch)
+        try:
+            return await asyncio.wait_for(asyncio.gather(*(batcher.submit(x) for x in inputs)), timeout=60)
+        finally:
+            await batcher.close()
+
+    results = asyncio.run(main())
+    assert sizes == [5]  # not a lone first run with the other four queued behind it
+    for got, x in zip(results, inputs):
+        np.testing.assert_allclose(got, engine.run_normalised(x), atol=1e-6)
+
+
 def test_submissions_queued_behind_a_busy_worker_wait_to_fill_a_batch(engine: Engine) -> None:
     rng = np.random.default_rng(3)
     run = GatedRun(engine)
@@ -170,8 +194,7 @@ def test_submissions_queued_behind_a_busy_worker_wait_to_fill_a_batch(engine: En
 
     async def main() -> None:
         batcher = Batcher(run, max_batch_size=4, max_queue_delay_us=HOUR_US, on_batch=on_batch)
-        first, *queued = await started(*(batcher.submit(model_input(rng)) for _ in range(3)))
-        await run.wait_busy()
+        first, *queued = await run.queue_behind(batcher, [model_input(rng) for _ in range(3)])
         run.gate.set()
         await first
         # The worker is free, but the two queued submissions are held for the batch to fill.
@@ -192,8 +215,7 @@ def test_with_no_queue_delay_a_freed_worker_takes_whatever_queued(engine: Engine
 
     async def main() -> None:
         batcher = Batcher(run, max_batch_size=4, max_queue_delay_us=0, on_batch=on_batch)
-        tasks = await started(*(batcher.submit(model_input(rng, k)) for k in (1, 1, 2, 3, 1)))
-        await run.wait_busy()
+        tasks = await run.queue_behind(batcher, [model_input(rng, k) for k in (1, 1, 2, 3, 1)])
         run.gate.set()
         await asyncio.gather(*tasks)
         await batcher.close()
@@ -226,8 +248,8 @@ def test_a_full_queue_refuses_at_once_and_the_queued_work_still_completes(engine
 
     async def main() -> None:
         batcher = Batcher(run, max_queue_size=2, max_queue_delay_us=0)
-        tasks = await started(*(batcher.submit(model_input(rng)) for _ in range(3)))
-        await run.wait_busy()  # one running, two waiting: the queue is full
+        tasks = await run.queue_behind(batcher, [model_input(rng) for _ in range(3)])
+        # one running, two waiting: the queue is full
         with pytest.raises(QueueFullError):
             await batcher.submit(model_input(rng))
         run.gate.set()
@@ -250,8 +272,7 @@ def test_a_client_that_goes_away_does_not_break_its_batch(engine: Engine) -> Non
     async def main() -> list:
         asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: loop_errors.append(ctx))
         batcher = Batcher(run, max_batch_size=8, max_queue_delay_us=0, on_batch=on_batch)
-        tasks = await started(*(batcher.submit(x) for x in inputs))
-        await run.wait_busy()
+        tasks = await run.queue_behind(batcher, inputs)
         tasks[0].cancel()  # gone while its batch runs
         tasks[2].cancel()  # gone while waiting in the queue
         await asyncio.sleep(0)
@@ -279,8 +300,7 @@ def test_an_exception_from_run_fails_exactly_the_submissions_of_that_batch(engin
 
     async def main() -> list:
         batcher = Batcher(run, max_batch_size=2, max_queue_delay_us=0, on_batch=on_batch)
-        tasks = await started(*(batcher.submit(x) for x in inputs))
-        await run.wait_busy()
+        tasks = await run.queue_behind(batcher, inputs)
         run.gate.set()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         # and the batcher keeps serving
@@ -306,8 +326,7 @@ def test_a_nan_window_does_not_poison_the_other_rows_of_its_batch(engine: Engine
 
     async def main() -> list[np.ndarray]:
         batcher = Batcher(run, max_batch_size=8, max_queue_delay_us=0, on_batch=on_batch)
-        tasks = await started(*(batcher.submit(x) for x in inputs))
-        await run.wait_busy()
+        tasks = await run.queue_behind(batcher, inputs)
         run.gate.set()
         try:
             return await asyncio.gather(*tasks)
@@ -328,8 +347,7 @@ def test_close_drains_the_queue_then_refuses_new_work(engine: Engine) -> None:
 
     async def main() -> None:
         batcher = Batcher(run, max_batch_size=2, max_queue_delay_us=HOUR_US)
-        tasks = await started(*(batcher.submit(model_input(rng)) for _ in range(4)))
-        await run.wait_busy()
+        tasks = await run.queue_behind(batcher, [model_input(rng) for _ in range(4)])
         closing = asyncio.create_task(batcher.close())
         await asyncio.sleep(0)
         with pytest.raises(BatcherClosedError):
