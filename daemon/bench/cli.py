@@ -107,6 +107,7 @@ def _bench(opts: dict[str, Any], url: str, pid: int | None, ready: float | None,
     model, look_back = target.name, target.look_back
     prices = scenarios.windows(opts["window_count"], look_back)
     chosen = [scenarios.build(name, target, prices) for name in (opts["scenario_names"] or scenarios.NAMES)]
+    rss_before = process.rss_bytes(pid)  # before any inference request of ours
     asyncio.run(_check(url, chosen))
 
     where = f"pid {pid}" if pid else "pid unknown: not a local daemon, or not permitted to see it"
@@ -117,7 +118,6 @@ def _bench(opts: dict[str, Any], url: str, pid: int | None, ready: float | None,
         click.echo(f"start to ready: {ready:.3f} s (process spawn to its READY=1)")
     load_before = os.getloadavg()
     click.echo(f"machine load average before: {_loadavg(load_before)}")
-    rss_before = process.rss_bytes(pid)
     rows: list[Row] = []
     for scenario in chosen:
         for connections in opts["connections"]:
