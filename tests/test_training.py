@@ -111,13 +111,20 @@ def test_persistence_head_requires_window_last() -> None:
         ModelConfig(normalisation="window_first", head="persistence")
 
 
+def test_persistence_head_trains_on_percent_returns() -> None:
+    ratios = np.array([1.0, 1.02, 0.99])
+    np.testing.assert_allclose(ModelConfig(normalisation="window_last", head="persistence").encode_targets(ratios), [0.0, 2.0, -1.0], atol=1e-5)
+    np.testing.assert_array_equal(ModelConfig().encode_targets(ratios), ratios.astype(np.float32))
+
+
 @pytest.mark.slow
 def test_an_untrained_persistence_head_model_predicts_the_last_close_through_onnx(tmp_path: Path) -> None:
     from lstm_predictor.convert.keras_to_onnx import convert_model
-    from lstm_predictor.training.model import build_model
+    from lstm_predictor.training.model import build_model, serving_model
 
     config = ModelConfig(look_back=10, normalisation="window_last", head="persistence", lstm_units=(8, 4), dense_units=4)
-    bundle = convert_model(build_model(config), tmp_path / "b", symbol="X", normalisation="window_last")
+    model = serving_model(build_model(config), config)
+    bundle = convert_model(model, tmp_path / "b", symbol="X", normalisation="window_last")
     assert bundle.metadata["conversion"]["op_counts"]["LSTM"] == 2  # fused LSTM ops, no Loop
     windows = 30 * np.exp(np.cumsum(np.random.default_rng(2).normal(0, 0.02, (5, 10)), axis=1))
     np.testing.assert_allclose(Engine(bundle).predict(windows).prices, windows[:, -1], rtol=1e-6)

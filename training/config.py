@@ -7,8 +7,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
 from lstm_predictor.daemon.windows import Rule, check_rule
 
+PERCENT = 100.0
 Head = Literal["free", "persistence"]
 
 
@@ -44,3 +47,9 @@ class ModelConfig:
         out = dataclasses.asdict(self)
         out["lstm_units"] = list(self.lstm_units)
         return out
+
+    def encode_targets(self, ratios: np.ndarray) -> np.ndarray:
+        """What the network is trained to output for window targets ``ratios`` (see training/model.py)."""
+        if self.head == "persistence":
+            return ((np.asarray(ratios, dtype=np.float64) - 1.0) * PERCENT).astype(np.float32)
+        return np.asarray(ratios, dtype=np.float32)

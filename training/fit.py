@@ -17,7 +17,7 @@ import tensorflow as tf  # noqa: E402
 from lstm_predictor.daemon.windows import TrainingWindows  # noqa: E402
 
 from .config import ModelConfig  # noqa: E402
-from .model import build_model  # noqa: E402
+from .model import build_model, serving_model  # noqa: E402
 
 
 def make_reproducible(seed: int, threads: int) -> None:
@@ -39,10 +39,13 @@ class EarlyStoppingFromStart(keras.callbacks.EarlyStopping):
     no epoch beats them on validation.
     """
 
-    def __init__(self, validation: tuple[np.ndarray, np.ndarray], batch_size: int, **kwargs) -> None:
+    def __init__(
+        self, validation: tuple[np.ndarray, np.ndarray], batch_size: int, echo: Callable[[str], None], **kwargs
+    ) -> None:
         super().__init__(restore_best_weights=True, **kwargs)
         self._validation = validation
         self._batch_size = batch_size
+        self._echo = echo
 
     def on_train_begin(self, logs=None) -> None:
         super().on_train_begin(logs)
@@ -51,6 +54,7 @@ class EarlyStoppingFromStart(keras.callbacks.EarlyStopping):
         self.best = scores[self.monitor.removeprefix("val_")]
         self.best_weights = self.model.get_weights()
         self.best_epoch = -1  # reported as epoch 0: the starting weights
+        self._echo(f"epoch   0 (starting weights)  {self.monitor} {self.best:.3e}")
 
 
 class Progress(keras.callbacks.Callback):
@@ -92,8 +96,9 @@ def fit(
 ) -> FitResult:
     make_reproducible(config.seed, threads)
     model = build_model(config)
+    train_y, val_y = config.encode_targets(train.y), config.encode_targets(validation.y)
     stopper = EarlyStoppingFromStart(
-        (validation.x, validation.y), config.batch_size, monitor=config.monitor, mode="min", patience=config.patience
+        (validation.x, val_y), config.batch_size, echo, monitor=config.monitor, mode="min", patience=config.patience
     )
     callbacks = [
         stopper,
@@ -104,8 +109,8 @@ def fit(
     ]
     history = model.fit(
         train.x,
-        train.y,
-        validation_data=(validation.x, validation.y),
+        train_y,
+        validation_data=(validation.x, val_y),
         epochs=config.epochs,
         batch_size=config.batch_size,
         shuffle=True,
@@ -113,7 +118,7 @@ def fit(
         verbose=0,
     )
     return FitResult(
-        model=model,
+        model=serving_model(model, config),
         epochs_run=len(history.history["loss"]),
         best_epoch=stopper.best_epoch + 1,
         best_score=float(stopper.best),

@@ -97,6 +97,21 @@ def _figures_for_test(result: PartResult, series: PriceSeries, out_dir: Path) ->
     return figures
 
 
+def _spread_sentence(results: dict[str, PartResult]) -> str:
+    """How much the model's forecasts actually vary: a near-constant return is a drift, not a signal."""
+    parts = []
+    for name in ("validation", "test"):
+        r = results[name]
+        predicted = (r.predicted / r.previous - 1.0) * 100.0
+        actual = (r.actual / r.previous - 1.0) * 100.0
+        corr = np.corrcoef(predicted, actual)[0, 1] if predicted.std() > 0 else float("nan")
+        parts.append(
+            f"{name}: predicted mean {predicted.mean():+.3f} %, spread (std) {predicted.std():.3f} % against an actual "
+            f"spread of {actual.std():.3f} %, correlation with the actual return {corr:+.3f}"
+        )
+    return "The model's predicted next-day return over the last close: " + "; ".join(parts) + "."
+
+
 def _history_figure(history: dict[str, list[float]], monitor: str, out_dir: Path) -> str | None:
     train_key = monitor.removeprefix("val_")
     if not history.get(monitor) or not history.get(train_key):
@@ -125,19 +140,33 @@ def _figure_md(caption: str, name: str) -> str:
 def selection_table(chosen: Bundle, candidates: Sequence[Bundle]) -> str:
     """Candidates side by side on the VALIDATION split only (test scores are not used to choose)."""
     lines = [
-        "| candidate | normalisation | head | learning rate | epochs (best) | val MAE | val MAPE (%) | val persistence MAPE (%) |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| candidate | normalisation | head | L2 | learning rate | epochs (best) | val MAE | val RMSE | val MAPE (%) | val R² | beats persistence on all four? |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|:---:|",
     ]
+    persistence = None
     for b in [chosen, *candidates]:
         t = b.metadata.get("training", {})
         cfg = t.get("config", {})
-        val = b.metadata.get("metrics", {}).get("validation", {})
+        val = b.metadata.get("metrics", {}).get("validation")
+        if not val:
+            lines.append(f"| {b.path.name} | no validation metrics recorded |||||||||")
+            continue
+        persistence = val["persistence"]
+        m = val["model"]
         name = f"**{b.path.name}** (shipped)" if b is chosen else b.path.name
         lines.append(
-            f"| {name} | {b.normalisation} | {cfg.get('head', '?')} | {cfg.get('learning_rate', '?')} | "
-            f"{t.get('epochs_run', '?')} ({t.get('best_epoch', '?')}) | {val.get('model', {}).get('mae', float('nan')):.4f} | "
-            f"{val.get('model', {}).get('mape', float('nan')):.3f} | {val.get('persistence', {}).get('mape', float('nan')):.3f} |"
+            f"| {name} | {b.normalisation} | {cfg.get('head', '?')} | {cfg.get('l2', '?')} | {cfg.get('learning_rate', '?')} | "
+            f"{t.get('epochs_run', '?')} ({t.get('best_epoch', '?')}) | {m['mae']:.4f} | {m['rmse']:.4f} | {m['mape']:.3f} | "
+            f"{m['r2']:.4f} | {'yes' if all(beats_persistence(val).values()) else 'no'} |"
         )
+    if persistence:
+        p = persistence
+        lines.append(f"| persistence (same days) | | | | | | {p['mae']:.4f} | {p['rmse']:.4f} | {p['mape']:.3f} | {p['r2']:.4f} | |")
+    lines.append("")
+    for b in [chosen, *candidates]:
+        command = b.metadata.get("training", {}).get("command")
+        if command:
+            lines.append(f"- {b.path.name}: `{command}`")
     return "\n".join(lines)
 
 
@@ -196,6 +225,8 @@ def write_report(
         f"of flat days; the fair reference for the model's direction calls is the share of up days "
         f"(test: {metrics['test'].get('up_days_share', float('nan')) * 100:.1f} %).",
         "",
+        _spread_sentence(results),
+        "",
     ]
     for caption, name in _figures_for_test(results["test"], series, out_dir):
         md.append(_figure_md(caption, name))
@@ -203,8 +234,9 @@ def write_report(
     if candidates:
         md += ["## Model selection (validation split only)", ""]
         md += [
-            "Each candidate was trained with the same data and split; the shipped one was chosen on its "
-            "validation scores. Test scores played no part in the choice.",
+            "Each candidate was trained with the same data and split. The rule, fixed before looking: a "
+            "candidate must beat persistence on validation MAE, RMSE, MAPE and R²; among those the lowest "
+            "validation MAPE wins. Test scores played no part in the choice.",
             "",
             selection_table(bundle, candidates),
             "",
