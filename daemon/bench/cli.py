@@ -80,7 +80,7 @@ def bench(**opts: Any) -> None:
 
     daemon = None
     if opts["start"]:
-        click.echo(f"starting: {shlex.join(process.serve_command(opts['models'], 0))[:-2]}<free port>")
+        click.echo(f"starting: {shlex.join(process.serve_command(opts['models'], 0)[:-1])} <a free port>")
         try:
             daemon = process.start(opts["models"])
         except RuntimeError as exc:
