@@ -87,6 +87,15 @@ def test_bench_refuses_an_ambiguous_target() -> None:
     assert "either --url" in result.output
 
 
+def test_bench_reports_why_the_daemon_it_started_never_became_ready(tmp_path: Path) -> None:
+    (tmp_path / "BROKEN.SA").mkdir()
+    (tmp_path / "BROKEN.SA" / "metadata.json").write_text("{}")
+    result = CliRunner().invoke(main, ["bench", "--start", "--models", str(tmp_path), "--duration", "1"])
+    assert result.exit_code != 0
+    assert "before it was ready" in result.output
+    assert "model.onnx is missing" in result.output  # the daemon's own words
+
+
 @pytest.mark.slow
 def test_bench_compares_with_the_original_keras_model(models_dir: Path, seed_keras_file: Path, tmp_path: Path) -> None:
     pytest.importorskip("keras")

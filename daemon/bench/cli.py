@@ -122,7 +122,10 @@ def _bench(opts: dict[str, Any], url: str, pid: int | None, ready: float | None,
     for scenario in chosen:
         for connections in opts["connections"]:
             before, cpu_before = asyncio.run(_scrape(url)), process.cpu_seconds(pid)
-            load = _load(generator, url, scenario, connections, opts["duration"], opts["threads"])
+            try:
+                load = _load(generator, url, scenario, connections, opts["duration"], opts["threads"])
+            except RuntimeError as exc:  # wrk failed to run or to report
+                raise click.ClickException(str(exc)) from exc
             cpu_after = process.cpu_seconds(pid)
             cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
             rows.append(Row(scenario, load, compare(before, asyncio.run(_scrape(url)), scenario.route), cpu))

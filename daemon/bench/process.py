@@ -86,6 +86,7 @@ class StartedDaemon:
         return self.process.pid
 
     def stop(self) -> None:
+        """SIGTERM (the daemon drains and exits), then remove the log and notify socket."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -93,6 +94,7 @@ class StartedDaemon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        shutil.rmtree(self.log_path.parent, ignore_errors=True)
 
 
 def start(models: Path, port: int | None = None, extra: tuple[str, ...] = ()) -> StartedDaemon:
@@ -115,9 +117,13 @@ def start(models: Path, port: int | None = None, extra: tuple[str, ...] = ()) ->
         process = subprocess.Popen(serve_command(models, port, extra), env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         ready = _wait_ready(sock, process, started)
-    except BaseException:
+    except BaseException as exc:
         process.kill()
         process.wait()
+        log_tail = log_path.read_text(errors="replace").strip()[-2000:]
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, RuntimeError):
+            raise RuntimeError(f"{exc}; its output:\n{log_tail}") from None
         raise
     finally:
         sock.close()
