@@ -110,8 +110,7 @@ class Batcher:
         self._jobs: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, list[_Entry], np.ndarray] | None] = (
             queue.SimpleQueue()
         )
-        self._worker = threading.Thread(target=self._work_loop, name="batcher", daemon=True)
-        self._worker.start()
+        self._worker: threading.Thread | None = None  # started by the first dispatch
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: deque[_Entry] = deque()
         self._queued_windows = 0
@@ -157,9 +156,10 @@ class Batcher:
                 if not self._busy:
                     self._dispatch()
             await asyncio.shield(self._drained)
-        if self._worker.is_alive():
+        if self._worker is not None:
             self._jobs.put(None)
             self._worker.join()  # idle by now: it returns as soon as it reads the sentinel
+            self._worker = None
 
     # -- event-loop side -------------------------------------------------------
 
@@ -200,6 +200,9 @@ class Batcher:
                 self._on_batch(x.shape[0], loop.time() - batch[0].submitted)
             except Exception:  # metrics must never break inference
                 log.exception("on_batch callback failed")
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work_loop, name="batcher", daemon=True)
+            self._worker.start()
         self._jobs.put((loop, batch, x))
 
     def _after_run(self) -> None:
