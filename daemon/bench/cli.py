@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import click
 
+from ..config import ENV_PREFIX
 from . import aio, process, scenarios, wrk
 from .keras_baseline import KerasResult
 from .keras_baseline import run as run_keras
@@ -111,7 +112,7 @@ def _bench(opts: dict[str, Any], url: str, pid: int | None, ready: float | None,
     asyncio.run(_check(url, chosen))
 
     where = f"pid {pid}" if pid else "pid unknown: not a local daemon, or not permitted to see it"
-    click.echo(f"daemon {url} ({where}), model {model}, look_back {look_back}")
+    click.echo(f"daemon {url} ({where}), model {model} ({target.variant}), look_back {look_back}")
     threads = f" ({opts['threads']} thread)" if generator == "wrk" else ""
     click.echo(f"load: {generator}{threads}, {opts['duration']:g} s per run, {os.cpu_count()} CPUs shared with the daemon")
     if ready is not None:
@@ -158,7 +159,8 @@ def _bench(opts: dict[str, Any], url: str, pid: int | None, ready: float | None,
     command = reproduce(opts, generator)
     click.echo(f"\nreproduce: {command}")
     return as_json(rows, {
-        "command": command, "url": url, "model": model, "generator": generator, "cpus": os.cpu_count(),
+        "command": command, "url": url, "model": model, "variant": target.variant, "generator": generator,
+        "cpus": os.cpu_count(),
         "loadavg_before": load_before, "loadavg_after": load_after,
         "ready_seconds": ready, "rss_before_bytes": rss_before, "rss_after_bytes": rss_after, "rss_peak_bytes": peak,
         "keras": None if keras is None else {"ready_seconds": keras.ready_seconds, **keras.figures},
@@ -191,7 +193,8 @@ async def _describe(url: str, model_name: str | None) -> Target:
                 if response.status != 200:
                     raise click.ClickException(f"{url} has no model {model_name!r}: {await response.text()}")
                 meta = await response.json()
-            return Target(meta["name"], int(meta["inputs"][0]["shape"][1]), meta["inputs"][0]["name"])
+            tensor = meta["inputs"][0]
+            return Target(meta["name"], int(tensor["shape"][1]), tensor["name"], meta.get("parameters", {}).get("variant", "?"))
         except (TimeoutError, aiohttp.ClientError, KeyError, ValueError, IndexError, TypeError) as exc:
             raise click.ClickException(f"cannot describe the daemon's models at {url}: {exc!r}") from exc
 
@@ -208,7 +211,9 @@ async def _check(url: str, chosen: list[Scenario]) -> None:
 
 
 def reproduce(opts: dict[str, Any], generator: str) -> str:
-    """The command line of this run with every option explicit, defaults included."""
+    """The command line of this run with every option explicit, defaults included; with --start,
+    preceded by the LSTM_PREDICTOR_* settings the started daemon inherited."""
+    env = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIX)] if opts["start"] else []
     args = ["lstm-predictor", "bench"]
     args += ["--start", "--models", str(opts["models"])] if opts["start"] else ["--url", opts["url"]]
     if opts["model_name"]:
@@ -222,4 +227,4 @@ def reproduce(opts: dict[str, Any], generator: str) -> str:
     if opts["baseline"] == "keras":
         args += ["--baseline", "keras", "--keras-model", str(opts["keras_model"]),
                  "--keras-requests", str(opts["keras_requests"])]  # fmt: skip
-    return shlex.join(args)
+    return shlex.join([*env, *args])

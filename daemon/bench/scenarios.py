@@ -23,6 +23,7 @@ class Target:
     name: str
     look_back: int
     v2_input: str  # the v2 input tensor's name
+    variant: str  # "fp32" | "int8", as the daemon reports it
 
 
 @dataclass(frozen=True)
