@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from lstm_predictor.daemon.bench import process, wrk
 from tiny_bundle import make_tiny_bundle
 
 from lstm_predictor.cli import main
-from lstm_predictor.daemon.bench import process, wrk
 
 ROUTES = ("POST /predict", "POST /predict/forecast", "POST /v2/models/{name}/infer")
 
