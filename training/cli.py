@@ -54,6 +54,11 @@ def _split_adjust(text: str) -> str | tuple[dt.date, ...]:
         raise click.BadParameter(f"{text!r}: expected auto, none or dates YYYY-MM-DD[,YYYY-MM-DD...]") from None
 
 
+def _command(name: str) -> str:
+    """The command line as a person would retype it (``sys.argv`` holds the subcommand's arguments)."""
+    return shlex.join(["lstm-predictor", name, *sys.argv[2:]])
+
+
 def _echo(line: str) -> None:
     click.echo(line, err=True)
 
@@ -157,7 +162,7 @@ def train(
         "best_epoch": result.best_epoch,
         "best_score": result.best_score,
         "history": result.history,
-        "command": shlex.join(["lstm-predictor", "train", *sys.argv[2:]]) if len(sys.argv) > 1 else None,
+        "command": _command("train"),
     }
     # Parity and the int8 gate run on the real validation windows (never on test days).
     raw_val_windows = val_w.x[:, :, 0].astype("float64") * val_w.refs[:, None]
@@ -174,7 +179,7 @@ def train(
     metrics = metrics_of(results)
     bundle = _record_metrics(bundle, metrics)
     if report:
-        write_report(bundle.path / "report", bundle, series, results, metrics)
+        write_report(bundle.path / "report", bundle, series, results, metrics, command=_command("train"))
     _print_scores(metrics)
     click.echo(f"\nbundle: {bundle.path}")
 
@@ -220,5 +225,5 @@ def evaluate(bundle_dir: Path, csv_file: Path | None, report_dir: Path | None, c
     metrics = metrics_of(results)
     _print_scores(metrics)
     if report_dir is not None:
-        path = write_report(report_dir, bundle, loaded.series, results, metrics, candidates)
+        path = write_report(report_dir, bundle, loaded.series, results, metrics, candidates, command=_command("evaluate"))
         click.echo(f"\nreport: {path}")

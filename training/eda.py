@@ -107,6 +107,6 @@ def _acf_plot(r: np.ndarray, out_dir: Path) -> str:
 
     lags = min(30, len(r) // 2 - 1)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3))
-    plot_acf(r, ax=axes[0], lags=lags, zero=False, title="ACF of daily returns")
-    plot_pacf(r, ax=axes[1], lags=lags, zero=False, method="ywm", title="PACF of daily returns")
+    plot_acf(r, ax=axes[0], lags=lags, zero=False, auto_ylims=True, title="ACF of daily returns")
+    plot_pacf(r, ax=axes[1], lags=lags, zero=False, method="ywm", auto_ylims=True, title="PACF of daily returns")
     return _save(fig, out_dir, "eda_acf_pacf.png")

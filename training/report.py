@@ -24,6 +24,10 @@ from .evaluation import PartResult  # noqa: E402
 from .metrics import METRIC_NAMES, beats_persistence  # noqa: E402
 
 REPORT_FILE = "README.md"
+# A forecast whose spread is under this share of the actual returns' spread is a drift, not a signal.
+DRIFT_ONLY = 0.05
+# Relative differences from persistence below this are a tie, whatever their sign.
+TIE = 1e-3
 _LABELS = {"mae": "MAE", "rmse": "RMSE", "mape": "MAPE (%)", "r2": "R²", "directional_accuracy": "directional accuracy"}
 
 
@@ -32,14 +36,26 @@ def verdict(metrics: dict[str, Any], part: str = "test") -> str:
     split = metrics[part]
     wins = beats_persistence(split)
     m, p = split["model"], split["persistence"]
-    detail = f"MAE {m['mae']:.4f} vs {p['mae']:.4f}, MAPE {m['mape']:.3f} % vs {p['mape']:.3f} %"
+    change = {k: (m[k] - p[k]) / p[k] for k in ("mae", "rmse", "mape")}
+    detail = (
+        f"MAE {m['mae']:.4f} vs {p['mae']:.4f} ({change['mae'] * 100:+.2f} %), "
+        f"MAPE {m['mape']:.3f} % vs {p['mape']:.3f} % ({change['mape'] * 100:+.2f} %)"
+    )
+    if all(abs(v) < TIE for v in change.values()):
+        return (
+            f"The model does NOT beat the persistence baseline (tomorrow = today) on the {part} days in any useful "
+            f"sense: its MAE, RMSE and MAPE are within {TIE * 100:g} % of persistence's ({detail})."
+        )
     if all(wins.values()):
         return f"The model beats the persistence baseline on the {part} days on MAE, RMSE, MAPE and R² ({detail})."
     if not any(wins.values()):
         return f"The model does NOT beat the persistence baseline (tomorrow = today) on the {part} days ({detail})."
     better = ", ".join(k.upper() for k, v in wins.items() if v)
     worse = ", ".join(k.upper() for k, v in wins.items() if not v)
-    return f"The model does NOT beat the persistence baseline on the {part} days on every metric: better on {better}, not on {worse} ({detail})."
+    return (
+        f"The model does NOT beat the persistence baseline on the {part} days on every metric: "
+        f"better on {better}, not on {worse} ({detail})."
+    )
 
 
 def _fmt(name: str, value: float) -> str:
@@ -109,7 +125,14 @@ def _spread_sentence(results: dict[str, PartResult]) -> str:
             f"{name}: predicted mean {predicted.mean():+.3f} %, spread (std) {predicted.std():.3f} % against an actual "
             f"spread of {actual.std():.3f} %, correlation with the actual return {corr:+.3f}"
         )
-    return "The model's predicted next-day return over the last close: " + "; ".join(parts) + "."
+    text = "The model's predicted next-day return over the last close: " + "; ".join(parts) + "."
+    test = results["test"]
+    if np.std(test.predicted / test.previous) < DRIFT_ONLY * np.std(test.actual / test.previous):
+        text += (
+            " Its forecasts barely move from day to day: in effect it is persistence times a constant drift, "
+            "and it found no day-to-day signal in the closes beyond that."
+        )
+    return text
 
 
 def _history_figure(history: dict[str, list[float]], monitor: str, out_dir: Path) -> str | None:
@@ -177,6 +200,7 @@ def write_report(
     results: dict[str, PartResult],
     metrics: dict[str, Any],
     candidates: Sequence[Bundle] = (),
+    command: str | None = None,
 ) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = bundle.metadata
@@ -259,6 +283,8 @@ def write_report(
             md.append(_figure_md(f"Training curves ({cfg.get('monitor', 'val_loss')} drives early stopping)", figure))
     if meta.get("tools"):
         md += ["Tools: " + ", ".join(f"{k} {v}" for k, v in meta["tools"].items()), ""]
+    if command:
+        md += ["This report was written by:", "", "```", command, "```", ""]
 
     path = out_dir / REPORT_FILE
     path.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
