@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import yfinance
 import yfinance.exceptions as yfe
-
 from lstm_predictor.daemon.market_data import (
     EmptyDataError,
     RateLimitedError,
@@ -38,7 +37,7 @@ class FakeYahoo:
         self.answer = answer
         self.calls: list[tuple[str, dict]] = []
 
-    def __call__(self, symbol: str) -> "FakeYahoo":
+    def __call__(self, symbol: str) -> FakeYahoo:
         self.symbol = symbol
         return self
 

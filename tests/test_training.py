@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from lstm_predictor.daemon.bundle import read_bundle
 from lstm_predictor.daemon.engine import Engine
 from lstm_predictor.training.config import ModelConfig
@@ -50,7 +49,7 @@ def quick_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.mark.slow
 def test_quick_train_writes_a_bundle_the_daemon_accepts(quick_bundle: tuple[Path, Path]) -> None:
-    out, prices = quick_bundle
+    out, _ = quick_bundle
     bundle = read_bundle(out)
     assert (bundle.symbol, bundle.look_back, bundle.normalisation) == ("SYN", 60, "window_first")
     engine = Engine(bundle)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from lstm_predictor.daemon.bundle import read_bundle
 from lstm_predictor.daemon.engine import Engine
 from lstm_predictor.training.data import load, spec_from_metadata

@@ -7,8 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from lstm_predictor.daemon.market_data import CsvDirectorySource, InsufficientDataError, PriceSeries, RawRow, clean
+from lstm_predictor.daemon.market_data import (
+    CsvDirectorySource,
+    InsufficientDataError,
+    PriceSeries,
+    RawRow,
+    clean,
+)
 from lstm_predictor.daemon.windows import training_windows
 from lstm_predictor.training.splits import split_by_dates, split_by_fraction
 

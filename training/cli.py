@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import shlex
 import sys
@@ -9,13 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import click
-
-from lstm_predictor.daemon.bundle import Bundle, BundleError, read_bundle
-from lstm_predictor.daemon.market_data import MarketDataError, require_length
+from lstm_predictor.daemon.bundle import (
+    Bundle,
+    BundleError,
+    read_bundle,
+    write_metadata,
+)
+from lstm_predictor.daemon.market_data import (
+    MarketDataError,
+    PriceSeries,
+    require_length,
+)
 from lstm_predictor.daemon.windows import RULES
 
-from .data import DEFAULT_CACHE, DataSpec, load, spec_from_metadata
 from .config import ModelConfig
+from .data import DEFAULT_CACHE, DataSpec, load, spec_from_metadata
 from .report import metrics_table, verdict, write_report
 from .splits import Splits, split_by_dates, split_by_fraction
 
@@ -121,7 +130,7 @@ def train(
             monitor=monitor, seed=seed,  # type: ignore[arg-type]
         )
         if quick:
-            config = ModelConfig(**{**config.__dict__, **QUICK})
+            config = dataclasses.replace(config, **QUICK)
         spec = DataSpec(
             symbol=symbol, csv=csv_file, start=_date(start), end=_date(end), adjusted=adjusted, scale=scale,
             split_adjust=_split_adjust(split_adjust),  # type: ignore[arg-type]
@@ -142,8 +151,8 @@ def train(
         _echo(f"back-adjusted {adj.date}: closes before it x {adj.factor:.6f} ({adj.reason})")
 
     # TensorFlow is imported only now: argument and data errors above come back at once.
-    from lstm_predictor.convert.keras_to_onnx import convert_model
     from lstm_predictor.convert.keras_model import ConversionError
+    from lstm_predictor.convert.keras_to_onnx import convert_model
 
     from .evaluation import metrics_of, predict_parts
     from .fit import fit
@@ -185,13 +194,11 @@ def train(
 
 
 def _record_metrics(bundle: Bundle, metrics: dict[str, Any]) -> Bundle:
-    from lstm_predictor.daemon.bundle import write_metadata
-
     write_metadata(bundle.path, {**bundle.metadata, "metrics": metrics})
     return read_bundle(bundle.path)
 
 
-def _splits_of(bundle: Bundle, series: Any) -> Splits:
+def _splits_of(bundle: Bundle, series: PriceSeries) -> Splits:
     recorded = (bundle.metadata.get("data") or {}).get("splits") or {}
     try:
         validation = dt.date.fromisoformat(recorded["validation"]["start"])

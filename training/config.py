@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-
 from lstm_predictor.daemon.windows import Rule, check_rule
 
 PERCENT = 100.0

@@ -8,9 +8,10 @@ same period, the same split-like jumps back-adjusted, the same constant scale.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from lstm_predictor.daemon.market_data import (
     ADJ_CLOSE,

@@ -12,7 +12,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
 from lstm_predictor.daemon.market_data import PriceSeries  # noqa: E402
 
 VOLATILITY_WINDOW = 21  # trading days in a month
@@ -52,7 +51,7 @@ def explore(train: PriceSeries, out_dir: Path) -> Eda:
     for m in range(1, 13):
         rm = r[month_of == m]
         if len(rm):
-            months.append((calendar.month_abbr[m], int(len(rm)), float(rm.mean() * 100), float(np.mean(rm > 0))))
+            months.append((calendar.month_abbr[m], len(rm), float(rm.mean() * 100), float(np.mean(rm > 0))))
 
     figures = [
         ("Daily log returns (training part) against a normal curve of the same mean and spread", _returns_plot(r, out_dir)),

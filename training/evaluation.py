@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from lstm_predictor.daemon.bundle import Bundle
 from lstm_predictor.daemon.engine import Engine
 from lstm_predictor.daemon.market_data import PriceSeries

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # train and export on the CPU (see convert/)
@@ -13,7 +13,6 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # train and export on the CPU
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
 from lstm_predictor.daemon.windows import TrainingWindows  # noqa: E402
 
 from .config import ModelConfig  # noqa: E402

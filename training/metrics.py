@@ -34,7 +34,7 @@ def compare(predicted: np.ndarray, actual: np.ndarray, previous: np.ndarray) -> 
     return {
         "model": scores(predicted, actual, previous),
         "persistence": scores(previous, actual, previous),
-        "days": int(len(actual)),
+        "days": len(actual),
         "up_days_share": float(np.mean(actual > previous)),
     }
 

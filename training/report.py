@@ -7,15 +7,15 @@ model beats persistence on the test days.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
 from lstm_predictor.daemon.bundle import Bundle  # noqa: E402
 from lstm_predictor.daemon.market_data import PriceSeries  # noqa: E402
 

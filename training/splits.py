@@ -10,11 +10,11 @@ no global scaler: each window is normalised by one of its own prices.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
-
 from lstm_predictor.daemon.market_data import InsufficientDataError, PriceSeries
 from lstm_predictor.daemon.windows import Rule, TrainingWindows, training_windows
 

@@ -15,8 +15,8 @@ multiplied so that the jump day's return becomes zero.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 

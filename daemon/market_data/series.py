@@ -46,7 +46,7 @@ class PriceSeries:
     def end(self) -> dt.date:
         return self.dates[-1]
 
-    def between(self, start: dt.date | None = None, end: dt.date | None = None) -> "PriceSeries":
+    def between(self, start: dt.date | None = None, end: dt.date | None = None) -> PriceSeries:
         """The rows dated ``start`` .. ``end``, both inclusive (``None`` = unbounded)."""
         keep = [i for i, d in enumerate(self.dates) if (start is None or d >= start) and (end is None or d <= end)]
         dropped = tuple(r for r in self.dropped if (start is None or r.date >= start) and (end is None or r.date <= end))
@@ -59,6 +59,6 @@ class PriceSeries:
             column=self.column,
         )
 
-    def scaled(self, factor: float) -> "PriceSeries":
+    def scaled(self, factor: float) -> PriceSeries:
         """Every close multiplied by ``factor`` (a constant rescale, e.g. a later re-adjustment)."""
         return PriceSeries(self.symbol, self.dates, self.closes * factor, self.source, self.dropped, self.column)

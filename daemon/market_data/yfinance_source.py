@@ -21,7 +21,12 @@ from typing import Any
 
 from .cleaning import RawRow, clean
 from .csv_source import ADJ_CLOSE, CLOSE, read_rows, write_rows
-from .errors import EmptyDataError, RateLimitedError, SourceUnavailableError, UnknownSymbolError
+from .errors import (
+    EmptyDataError,
+    RateLimitedError,
+    SourceUnavailableError,
+    UnknownSymbolError,
+)
 from .series import PriceSeries
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9^=._-]")
