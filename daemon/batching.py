@@ -37,10 +37,23 @@ submissions waiting for dispatch, as Triton's does; beyond it ``submit``
 raises :class:`QueueFullError` at once, so the daemon can answer 503 rather
 than let latency grow without bound.
 
+Recursive jobs (``submit_recursive``: a forecast, whose every step's input
+is made from the previous step's output) are a submission that goes back to
+the front of the queue after each run until its steps are done. The worker
+runs a batch's next step itself, without returning to the event loop, as long
+as the batch holds nothing but recursive jobs with steps left and nothing is
+queued: a lone 30-day forecast on an idle daemon then crosses to the worker
+and back once instead of 30 times (measured in-process: about 20 ms against
+24-26 ms). As soon as anything is queued, the finished step returns to the
+loop and the job's next step is dispatched at once together with what waited,
+so the steps of concurrent forecasts (and plain requests) share runs.
+
 A client that goes away cancels its future: a cancelled submission still
 waiting is skipped when a batch is formed, and one already running simply has
-its result dropped. An exception from ``run`` fails exactly the submissions of
-that batch; the batcher keeps serving.
+its result dropped (a recursive job running in the worker finishes the steps
+it runs there, at most one forecast's worth). An exception from ``run`` fails exactly the submissions of
+that batch, and one from a recursive job's ``feed`` fails that job alone; the
+batcher keeps serving.
 """
 
 from __future__ import annotations
@@ -51,7 +64,6 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import NamedTuple
 
 import numpy as np
 
@@ -59,6 +71,7 @@ log = logging.getLogger(__name__)
 
 RunFn = Callable[[np.ndarray], np.ndarray]
 OnBatch = Callable[[int, float], None]
+Feed = Callable[[np.ndarray], np.ndarray]
 
 
 class QueueFullError(Exception):
@@ -69,10 +82,33 @@ class BatcherClosedError(RuntimeError):
     """A submission arrived after :meth:`Batcher.close` began."""
 
 
-class _Entry(NamedTuple):
-    x: np.ndarray
-    future: asyncio.Future
-    submitted: float  # loop.time()
+class _Recursion:
+    """A recursive job's progress: ``feed(ratios)`` makes the next step's input from a step's outputs."""
+
+    __slots__ = ("error", "feed", "outputs", "steps")
+
+    def __init__(self, feed: Feed, steps: int) -> None:
+        self.feed = feed
+        self.steps = steps
+        self.outputs: list[np.ndarray] = []
+        self.error: BaseException | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.error is None and len(self.outputs) < self.steps
+
+
+class _Entry:
+    """One submission. ``x`` and ``result`` are written by the worker only while the entry is in its batch."""
+
+    __slots__ = ("future", "recursion", "result", "submitted", "x")
+
+    def __init__(self, x: np.ndarray, future: asyncio.Future, submitted: float, recursion: _Recursion | None) -> None:
+        self.x = x
+        self.future = future
+        self.submitted = submitted  # loop.time() of the submission, or of the re-queue of a recursive job
+        self.recursion = recursion
+        self.result: np.ndarray | None = None
 
 
 class Batcher:
@@ -126,6 +162,19 @@ class Batcher:
 
     async def submit(self, x: np.ndarray) -> np.ndarray:
         """Run windows ``x`` ``(k, look_back, 1)`` float32 in some batch; return their ``(k,)`` ratios."""
+        return await self._enqueue(x, None)
+
+    async def submit_recursive(self, x: np.ndarray, steps: int, feed: Feed) -> np.ndarray:
+        """Run ``steps`` dependent steps from windows ``x`` ``(k, look_back, 1)``; return ``(steps, k)`` ratios.
+
+        After each step but the last, ``feed(ratios (k,))`` returns the next step's input of
+        the same shape. It is called in the worker thread, so it must only touch state of its own.
+        """
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        return await self._enqueue(x, _Recursion(feed, steps))
+
+    async def _enqueue(self, x: np.ndarray, recursion: _Recursion | None) -> np.ndarray:
         if self._closing:
             raise BatcherClosedError("the batcher is closed")
         if x.ndim != 3 or x.shape[0] < 1:
@@ -136,7 +185,7 @@ class Batcher:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.append(_Entry(x, future, loop.time()))
+        self._queue.append(_Entry(x, future, loop.time(), recursion))
         self._queued_windows += x.shape[0]
         if not self._busy:
             if self._timer is None:
@@ -205,13 +254,14 @@ class Batcher:
             self._worker.start()
         self._jobs.put((loop, batch, x))
 
-    def _after_run(self) -> None:
-        """The worker is free: dispatch what queued meanwhile, now or at its fill deadline."""
+    def _after_run(self, resumed: bool) -> None:
+        """The worker is free: dispatch what queued meanwhile, now or at its fill deadline
+        (at once when recursive jobs were re-queued: their next step must not wait)."""
         self._busy = False
         if not self._queue:
             self._maybe_drained()
             return
-        if self._closing or self._queued_windows >= self.max_batch_size:
+        if resumed or self._closing or self._queued_windows >= self.max_batch_size:
             self._dispatch()
             return
         loop = self._loop
@@ -222,17 +272,30 @@ class Batcher:
         else:
             self._timer = loop.call_at(deadline, self._dispatch)
 
-    def _complete(self, batch: list[_Entry], ratios: np.ndarray | None, error: BaseException | None) -> None:
-        offset = 0
+    def _complete(self, batch: list[_Entry], error: BaseException | None) -> None:
+        resumed: list[_Entry] = []
         for entry in batch:
-            k = entry.x.shape[0]
-            if not entry.future.done():  # a client that went away cancelled its future
-                if error is not None:
-                    entry.future.set_exception(error)
-                else:
-                    entry.future.set_result(ratios[offset : offset + k])  # type: ignore[index]
-            offset += k
-        self._after_run()
+            if entry.future.done():  # a client that went away cancelled its future
+                continue
+            recursion = entry.recursion
+            if error is not None:
+                entry.future.set_exception(error)
+            elif recursion is None:
+                entry.future.set_result(entry.result)
+            elif recursion.error is not None:
+                entry.future.set_exception(recursion.error)
+            elif recursion.pending:
+                resumed.append(entry)
+            else:
+                entry.future.set_result(np.stack(recursion.outputs))
+        if resumed:  # back to the front of the queue: they are the oldest work there is
+            assert self._loop is not None
+            now = self._loop.time()
+            for entry in resumed:
+                entry.submitted = now
+                self._queued_windows += entry.x.shape[0]
+            self._queue.extendleft(reversed(resumed))
+        self._after_run(bool(resumed))
 
     def _maybe_drained(self) -> None:
         if self._drained is not None and not self._busy and not self._queue and not self._drained.done():
@@ -245,15 +308,40 @@ class Batcher:
             self._work(*job)
 
     def _work(self, loop: asyncio.AbstractEventLoop, batch: list[_Entry], x: np.ndarray) -> None:
-        ratios: np.ndarray | None = None
         error: BaseException | None = None
         try:
-            ratios = np.asarray(self._run(x)).reshape(-1)
-            if ratios.shape[0] != x.shape[0]:
-                raise RuntimeError(f"the model returned {ratios.shape[0]} outputs for {x.shape[0]} windows")
+            while True:
+                self._run_step(batch, x)
+                # Stay in this thread only while every entry has another step to run and
+                # nothing waits in the queue (len() of a deque is atomic: a submission that
+                # races this check waits for one more step, as it would for any run).
+                if self._queue or not all(e.recursion is not None and e.recursion.pending for e in batch):
+                    break
+                x = batch[0].x if len(batch) == 1 else np.concatenate([e.x for e in batch])
         except Exception as exc:  # fails this batch's submissions, not the batcher
             error = exc
         try:
-            loop.call_soon_threadsafe(self._complete, batch, ratios, error)
+            loop.call_soon_threadsafe(self._complete, batch, error)
         except RuntimeError:  # the loop was closed under us: nobody is left to answer
             pass
+
+    def _run_step(self, batch: list[_Entry], x: np.ndarray) -> None:
+        """One run; each entry gets its slice of the outputs, and each recursive job its next input."""
+        ratios = np.asarray(self._run(x)).reshape(-1)
+        if ratios.shape[0] != x.shape[0]:
+            raise RuntimeError(f"the model returned {ratios.shape[0]} outputs for {x.shape[0]} windows")
+        offset = 0
+        for entry in batch:
+            k = entry.x.shape[0]
+            out = ratios[offset : offset + k]
+            offset += k
+            recursion = entry.recursion
+            if recursion is None:
+                entry.result = out
+                continue
+            recursion.outputs.append(out)
+            if recursion.pending:
+                try:
+                    entry.x = recursion.feed(out)
+                except Exception as exc:  # fails this job alone
+                    recursion.error = exc

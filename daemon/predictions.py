@@ -94,28 +94,27 @@ def freshness(snapshot: MarketSnapshot, today: dt.date | None = None) -> DataFre
 
 
 async def forecast(
-    predict: Callable[[np.ndarray], Awaitable[Prediction]], window: np.ndarray, base_date: dt.date, days: int
+    run_steps: Callable[[np.ndarray, int], Awaitable[Prediction]], window: np.ndarray, base_date: dt.date, days: int
 ) -> list[ForecastDay]:
-    """Predict ``days`` trading days ahead, each step's full-precision prediction
-    becoming the newest close of the next step's window."""
-    window = np.array(window, dtype=np.float64)
+    """Predict ``days`` trading days ahead. ``run_steps(window, days)`` makes the recursion
+    (each step's full-precision prediction the newest close of the next step's window,
+    ``ServedModel.forecast``); this dates and reports its steps."""
+    steps = await run_steps(window, days)
     base_price = float(window[-1])
     previous = base_price
     out: list[ForecastDay] = []
-    for day, date in enumerate(trading_days_after(base_date, days), start=1):
-        step = await predict(window[None, :])
-        price = float(step.prices[0])
+    dates = trading_days_after(base_date, days)
+    for day, (date, price, ratio) in enumerate(zip(dates, steps.prices.tolist(), steps.ratios.tolist()), start=1):
         out.append(
             ForecastDay(
                 day=day,
                 date=date,
                 predicted_price=round(price, PRICE_DIGITS),
-                predicted_ratio=round(float(step.ratios[0]), RATIO_DIGITS),
+                predicted_ratio=round(ratio, RATIO_DIGITS),
                 change_pct=change_pct(price, base_price),
                 change_from_previous_pct=change_pct(price, previous),
             )
         )
-        window = np.append(window[1:], price)
         previous = price
     return out
 

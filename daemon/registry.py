@@ -53,6 +53,27 @@ class ServedModel:
         ratios = (await self.batcher.submit(x)).astype(np.float64)
         return Prediction(prices=denormalise(ratios, refs), ratios=ratios, refs=refs)
 
+    async def forecast(self, window: np.ndarray, steps: int) -> Prediction:
+        """One validated raw price window ``(look_back,)`` -> ``steps`` recursive predictions
+        ``(steps,)``: each step's full-precision price becomes the newest close of the next
+        step's window. The steps run in the batcher's worker, batched with concurrent work."""
+        rule = self.bundle.normalisation
+        windows = np.asarray(window, dtype=np.float64)[None, :]
+        x, ref = normalise(windows, rule)
+        refs = [ref]
+
+        def feed(ratios: np.ndarray) -> np.ndarray:  # the worker thread; the same arithmetic as predict()
+            nonlocal windows
+            price = denormalise(ratios.astype(np.float64), refs[-1])
+            windows = np.concatenate([windows[:, 1:], price[:, None]], axis=1)
+            x, ref = normalise(windows, rule)
+            refs.append(ref)
+            return x
+
+        ratios = (await self.batcher.submit_recursive(x, steps, feed)).astype(np.float64).reshape(-1)
+        step_refs = np.concatenate(refs)
+        return Prediction(prices=denormalise(ratios, step_refs), ratios=ratios, refs=step_refs)
+
     async def close(self) -> None:
         await self.batcher.close()
 

@@ -133,7 +133,7 @@ async def predict_forecast(request: web.Request) -> web.Response:
         last_date = base_date = snapshot.series.end
         data = freshness(snapshot)
     started = time.perf_counter()
-    days = await forecast(model.predict, window, base_date, body.days)
+    days = await forecast(model.forecast, window, base_date, body.days)
     seconds = time.perf_counter() - started
     state.metrics.prediction("forecast", model.name, body.days)
     return json_response(forecast_response(

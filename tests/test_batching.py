@@ -368,3 +368,165 @@ def test_a_submission_that_is_not_a_batch_of_windows_is_refused(engine: Engine, 
         await batcher.close()
 
     asyncio.run(main())
+
+
+# -- recursive jobs (forecasts) -------------------------------------------------------------------
+
+
+class RecordingRun:
+    """The engine's run, recording the number of windows of every run (in the worker thread)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sizes: list[int] = []
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.sizes.append(x.shape[0])
+        return self.engine.run_normalised(x)
+
+
+def shift_in(x: np.ndarray, ratios: np.ndarray) -> np.ndarray:
+    """A recursive step's feed: drop the oldest value, append the output, renormalise by the first."""
+    nxt = np.concatenate([x[:, 1:, 0], ratios[:, None]], axis=1)
+    return (nxt / nxt[:, :1]).astype(np.float32)[:, :, None]
+
+
+def recursive_feed(x: np.ndarray) -> tuple[list[np.ndarray], object]:
+    """A feed over windows starting at ``x``, and the inputs it was fed, in order."""
+    inputs = [x]
+
+    def feed(ratios: np.ndarray) -> np.ndarray:
+        inputs.append(shift_in(inputs[-1], ratios))
+        return inputs[-1]
+
+    return inputs, feed
+
+
+def one_by_one(engine: Engine, x: np.ndarray, steps: int) -> np.ndarray:
+    out = []
+    for _ in range(steps):
+        ratios = engine.run_normalised(x)
+        out.append(ratios)
+        x = shift_in(x, ratios)
+    return np.stack(out)
+
+
+def test_a_lone_recursive_job_runs_all_its_steps_in_the_worker_after_one_dispatch(engine: Engine) -> None:
+    x = model_input(np.random.default_rng(20))
+    run = RecordingRun(engine)
+    sizes, _, on_batch = batches_recorder()
+
+    async def main() -> np.ndarray:
+        batcher = Batcher(run, max_queue_delay_us=HOUR_US, on_batch=on_batch)
+        _, feed = recursive_feed(x)
+        out = await batcher.submit_recursive(x, 30, feed)
+        await batcher.close()
+        return out
+
+    out = asyncio.run(main())
+    assert out.shape == (30, 1)
+    np.testing.assert_allclose(out, one_by_one(engine, x, 30), atol=1e-6)
+    assert sizes == [1], "the 30 steps should cross from the loop to the worker once"
+    assert run.sizes == [1] * 30
+
+
+def test_concurrent_recursive_jobs_share_every_run_and_equal_one_by_one_results(engine: Engine) -> None:
+    rng = np.random.default_rng(21)
+    xs = [model_input(rng) for _ in range(3)]
+    plain = model_input(rng, 2)
+    steps = [5, 3, 5]
+    run = RecordingRun(engine)
+    sizes, _, on_batch = batches_recorder()
+
+    async def main() -> list:
+        batcher = Batcher(run, max_queue_delay_us=HOUR_US, on_batch=on_batch)
+        jobs = [batcher.submit_recursive(x, n, recursive_feed(x)[1]) for x, n in zip(xs, steps)]
+        outcomes = await asyncio.gather(*jobs, batcher.submit(plain))
+        await batcher.close()
+        return outcomes
+
+    *forecasts, plain_out = asyncio.run(main())
+    for x, n, out in zip(xs, steps, forecasts):
+        np.testing.assert_allclose(out, one_by_one(engine, x, n), atol=1e-6)
+    np.testing.assert_allclose(plain_out, engine.run_normalised(plain), atol=1e-6)
+    # step 1 with the plain submission (whose answer goes back to the loop), steps 2-3 of all
+    # three jobs (the second in the worker), then steps 4-5 of the two longer ones
+    assert run.sizes == [5, 3, 3, 2, 2]
+    assert sizes == [5, 3, 2]
+
+
+def test_work_arriving_during_a_recursive_job_joins_its_next_step(engine: Engine) -> None:
+    rng = np.random.default_rng(22)
+    x, late = model_input(rng), model_input(rng)
+    run = GatedRun(engine)
+    sizes, _, on_batch = batches_recorder()
+
+    async def main() -> tuple:
+        batcher = Batcher(run, max_queue_delay_us=HOUR_US, on_batch=on_batch)
+        job = await started(batcher.submit_recursive(x, 4, recursive_feed(x)[1]))
+        await run.wait_busy()
+        arrived = await started(batcher.submit(late))  # queues while step 1 runs
+        run.gate.set()
+        outcomes = await asyncio.gather(*job, *arrived)
+        await batcher.close()
+        return outcomes
+
+    out, late_out = asyncio.run(main())
+    np.testing.assert_allclose(out, one_by_one(engine, x, 4), atol=1e-6)
+    np.testing.assert_allclose(late_out, engine.run_normalised(late), atol=1e-6)
+    # step 2 ran together with the submission that waited; steps 3-4 after one more dispatch
+    assert sizes == [1, 2, 1]
+
+
+def test_a_failing_feed_or_a_cancelled_job_leaves_the_other_jobs_of_its_runs_alone(engine: Engine) -> None:
+    rng = np.random.default_rng(23)
+    xs = [model_input(rng) for _ in range(3)]
+    run = GatedRun(engine)
+
+    def broken_feed(ratios: np.ndarray) -> np.ndarray:
+        raise ValueError("no next window")
+
+    async def main() -> list:
+        batcher = Batcher(run, max_queue_delay_us=0)
+        first = await started(batcher.submit(xs[0]))
+        await run.wait_busy()
+        tasks = first + await started(
+            batcher.submit_recursive(xs[0], 3, broken_feed),
+            batcher.submit_recursive(xs[1], 3, recursive_feed(xs[1])[1]),
+            batcher.submit_recursive(xs[2], 3, recursive_feed(xs[2])[1]),
+        )
+        tasks[3].cancel()  # gone while waiting in the queue
+        run.gate.set()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        outcomes.append(await batcher.submit_recursive(xs[2], 2, recursive_feed(xs[2])[1]))  # still serving
+        await batcher.close()
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    assert isinstance(outcomes[1], ValueError)
+    np.testing.assert_allclose(outcomes[2], one_by_one(engine, xs[1], 3), atol=1e-6)
+    assert isinstance(outcomes[3], asyncio.CancelledError)
+    np.testing.assert_allclose(outcomes[4], one_by_one(engine, xs[2], 2), atol=1e-6)
+
+
+def test_a_served_models_forecast_equals_predicting_step_by_step(engine: Engine) -> None:
+    from lstm_predictor.daemon.config import Config
+    from lstm_predictor.daemon.metrics import Metrics
+    from lstm_predictor.daemon.registry import ServedModel
+
+    rng = np.random.default_rng(24)
+    windows = [30.0 * np.cumprod(1.0 + rng.normal(0, 0.02, LOOK_BACK)) for _ in range(3)]
+
+    async def main() -> list:
+        model = ServedModel(engine, Config(), Metrics())
+        outcomes = await asyncio.gather(*(model.forecast(w, 30) for w in windows))
+        await model.close()
+        return outcomes
+
+    for window, got in zip(windows, asyncio.run(main())):
+        expected = []
+        for _ in range(30):
+            price = float(engine.predict(window[None, :]).prices[0])
+            expected.append(price)
+            window = np.append(window[1:], price)
+        np.testing.assert_allclose(got.prices, expected, rtol=0, atol=1e-6)
