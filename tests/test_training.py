@@ -15,6 +15,7 @@ import pytest
 from lstm_predictor.daemon.bundle import read_bundle
 from lstm_predictor.daemon.engine import Engine
 from lstm_predictor.training.config import ModelConfig
+from lstm_predictor.training.selection import MAPE_TIE, RULE, Candidate, choose
 
 CLI = [sys.executable, "-m", "lstm_predictor"]
 
@@ -80,14 +81,34 @@ def test_quick_train_writes_a_bundle_the_daemon_accepts(quick_bundle: tuple[Path
 @pytest.mark.slow
 def test_evaluate_replays_the_recorded_scores_through_the_onnx_engine(quick_bundle: tuple[Path, Path], tmp_path: Path) -> None:
     out, prices = quick_bundle
-    done = run("evaluate", str(out), "--csv", str(prices), "--report", str(tmp_path / "report"))
+    done = run("evaluate", str(out), "--csv", str(prices), "--report", str(tmp_path / "report"), "--candidate", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     recorded = json.loads((out / "metadata.json").read_text())["metrics"]
     test = recorded["test"]
     assert f"| test | {test['days']} | MAE | {test['model']['mae']:.4f} | {test['persistence']['mae']:.4f} |" in done.stdout
     beats = test["model"]["mape"] < test["persistence"]["mape"]
     assert ("does NOT beat the persistence baseline" in done.stdout) is not beats
-    assert (tmp_path / "report" / "README.md").is_file()
+    report = (tmp_path / "report" / "README.md").read_text()
+    assert "## Model selection (validation split only)" in report and RULE in report
+    rows = [line for line in report.splitlines() if line.startswith("| **bundle** (shipped) | 16,8 | 8 |")]
+    assert len(rows) == 1 and float(rows[0].rsplit("|", 2)[1]) > 0  # its measured batch-1 latency, in ms
+    assert "The rule picks" in report
+
+
+def _candidate(name: str, mape: float, latency_ms: float, beats_on_mae: bool = True) -> Candidate:
+    persistence = {"mae": 0.31, "rmse": 0.41, "mape": 1.93, "r2": 0.974}
+    model = {"mae": 0.30 if beats_on_mae else 0.32, "rmse": 0.40, "mape": mape, "r2": 0.975}
+    return Candidate(name, {"model": model, "persistence": persistence}, latency_ms)
+
+
+def test_selection_breaks_a_validation_mape_tie_by_serving_cost_only() -> None:
+    big, small = _candidate("big", 1.900, 0.5), _candidate("small", 1.900 + MAPE_TIE * 0.9, 0.1)
+    assert choose([big, small]).name == "small"
+    clearly_better = _candidate("big", 1.900 - MAPE_TIE * 1.1, 0.5)
+    assert choose([clearly_better, _candidate("small", 1.900, 0.1)]).name == "big"
+    # persistence must be beaten on all four validation metrics, however low the MAPE
+    assert choose([_candidate("lowest", 1.8, 0.1, beats_on_mae=False), big]).name == "big"
+    assert choose([_candidate("none", 1.8, 0.1, beats_on_mae=False)]) is None
 
 
 def test_evaluate_asks_for_the_csv_a_bundle_was_trained_from(quick_bundle: tuple[Path, Path]) -> None:

@@ -22,12 +22,14 @@ from lstm_predictor.daemon.market_data import PriceSeries  # noqa: E402
 from .eda import DPI, explore  # noqa: E402
 from .evaluation import PartResult  # noqa: E402
 from .metrics import METRIC_NAMES, beats_persistence  # noqa: E402
+from .selection import RULE, Candidate, batch1_latency_ms, choose, qualifies  # noqa: E402
 
 REPORT_FILE = "README.md"
 # A forecast whose spread is under this share of the actual returns' spread is a drift, not a signal.
 DRIFT_ONLY = 0.05
 # Relative differences from persistence below this are a tie, whatever their sign.
 TIE = 1e-3
+LATENCY_RUNS = 2000
 _LABELS = {"mae": "MAE", "rmse": "RMSE", "mape": "MAPE (%)", "r2": "R²", "directional_accuracy": "directional accuracy"}
 
 
@@ -160,31 +162,40 @@ def _figure_md(caption: str, name: str) -> str:
     return f"![{caption}]({name})\n\n*{caption}.*\n"
 
 
-def selection_table(chosen: Bundle, candidates: Sequence[Bundle]) -> str:
-    """Candidates side by side on the VALIDATION split only (test scores are not used to choose)."""
+def selection_table(chosen: Bundle, candidates: Sequence[Bundle], latencies_ms: Sequence[float]) -> str:
+    """Candidates side by side on the VALIDATION split only (test scores are not used to choose), with
+    their serving cost (``latencies_ms``: batch-1 latency of ``chosen`` then each candidate) and the rule's pick."""
     lines = [
-        "| candidate | normalisation | head | L2 | learning rate | epochs (best) | val MAE | val RMSE | val MAPE (%) | val R² | beats persistence on all four? |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|:---:|",
+        "| candidate | LSTM units | dense | normalisation | head | L2 | learning rate | epochs (best) | val MAE | val RMSE "
+        "| val MAPE (%) | val R² | beats persistence on all four? | batch-1 latency (ms) |",
+        "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|:---:|---:|",
     ]
     persistence = None
-    for b in [chosen, *candidates]:
+    ranked = []
+    for b, latency in zip([chosen, *candidates], latencies_ms, strict=True):
         t = b.metadata.get("training", {})
         cfg = t.get("config", {})
         val = b.metadata.get("metrics", {}).get("validation")
         if not val:
-            lines.append(f"| {b.path.name} | no validation metrics recorded |||||||||")
+            lines.append(f"| {b.path.name} | no validation metrics recorded ||||||||||||")
             continue
         persistence = val["persistence"]
         m = val["model"]
+        ranked.append(Candidate(b.path.name, val, latency))
         name = f"**{b.path.name}** (shipped)" if b is chosen else b.path.name
+        units = ",".join(str(u) for u in cfg.get("lstm_units", ())) or "?"
         lines.append(
-            f"| {name} | {b.normalisation} | {cfg.get('head', '?')} | {cfg.get('l2', '?')} | {cfg.get('learning_rate', '?')} | "
-            f"{t.get('epochs_run', '?')} ({t.get('best_epoch', '?')}) | {m['mae']:.4f} | {m['rmse']:.4f} | {m['mape']:.3f} | "
-            f"{m['r2']:.4f} | {'yes' if all(beats_persistence(val).values()) else 'no'} |"
+            f"| {name} | {units} | {cfg.get('dense_units', '?')} | {b.normalisation} | {cfg.get('head', '?')} | {cfg.get('l2', '?')} | "
+            f"{cfg.get('learning_rate', '?')} | {t.get('epochs_run', '?')} ({t.get('best_epoch', '?')}) | {m['mae']:.4f} | "
+            f"{m['rmse']:.4f} | {m['mape']:.3f} | {m['r2']:.4f} | {'yes' if qualifies(ranked[-1]) else 'no'} | {latency:.3f} |"
         )
     if persistence:
         p = persistence
-        lines.append(f"| persistence (same days) | | | | | | {p['mae']:.4f} | {p['rmse']:.4f} | {p['mape']:.3f} | {p['r2']:.4f} | |")
+        lines.append(
+            f"| persistence (same days) | | | | | | | | {p['mae']:.4f} | {p['rmse']:.4f} | {p['mape']:.3f} | {p['r2']:.4f} | | |"
+        )
+    pick = choose(ranked)
+    lines += ["", f"The rule picks: **{pick.name}**." if pick else "The rule picks none: no candidate beats persistence on validation."]
     lines.append("")
     for b in [chosen, *candidates]:
         command = b.metadata.get("training", {}).get("command")
@@ -202,6 +213,7 @@ def write_report(
     candidates: Sequence[Bundle] = (),
     command: str | None = None,
 ) -> Path:
+    """Write ``out_dir/README.md`` and its figures; with ``candidates``, a selection section that times them all."""
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = bundle.metadata
     data = meta.get("data", {})
@@ -256,13 +268,15 @@ def write_report(
         md.append(_figure_md(caption, name))
 
     if candidates:
+        latencies_ms = batch1_latency_ms([bundle, *candidates], runs=LATENCY_RUNS)
         md += ["## Model selection (validation split only)", ""]
         md += [
-            "Each candidate was trained with the same data and split. The rule, fixed before looking: a "
-            "candidate must beat persistence on validation MAE, RMSE, MAPE and R²; among those the lowest "
-            "validation MAPE wins. Test scores played no part in the choice.",
+            f"Each candidate was trained with the same data and split. The rule, fixed before looking: {RULE}. "
+            "Test scores played no part in the choice. Latency is the median of "
+            f"{LATENCY_RUNS} batch-1 runs of each `model.onnx` through the daemon's engine (one thread), the candidates "
+            "timed interleaved in one process on the machine that wrote this report.",
             "",
-            selection_table(bundle, candidates),
+            selection_table(bundle, candidates, latencies_ms),
             "",
         ]
 
