@@ -25,6 +25,12 @@ def cli(*args: str) -> Result:
     return CliRunner().invoke(main, ["service", *args], catch_exceptions=False)
 
 
+def install(*args: str) -> Result:
+    """Install into a staging root for a target whose venv is at OPT_EXECUTABLE: the
+    executable running the tests may live anywhere (a checkout under /tmp, say)."""
+    return cli("install", "--executable", OPT_EXECUTABLE, *args)
+
+
 def tree(root: Path) -> dict[str, bytes | None]:
     """Every path below root: file contents, None for directories and symlinks."""
     if not root.exists():
@@ -47,13 +53,13 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def installed(root: Path, models: Path) -> Path:
-    result = cli("install", "--root", str(root), "--models", str(models))
+    result = install("--root", str(root), "--models", str(models))
     assert result.exit_code == 0, result.output
     return root
 
 
 def test_dry_run_lists_every_file_and_writes_nothing(root: Path, models: Path) -> None:
-    result = cli("install", "--root", str(root), "--models", str(models), "--dry-run")
+    result = install("--root", str(root), "--models", str(models), "--dry-run")
 
     assert result.exit_code == 0, result.output
     assert "nothing is changed" in result.output
@@ -69,7 +75,7 @@ def test_install_writes_the_unit_the_config_and_the_models(installed: Path) -> N
     config = installed / "etc/lstm-predictor/config.toml"
     bundle = installed / "var/lib/lstm-predictor/models/TINY3.SA"
 
-    assert unit.read_text() == si.render_unit(PurePosixPath(si.default_executable()))
+    assert unit.read_text() == si.render_unit(PurePosixPath(OPT_EXECUTABLE))
     assert config.read_text() == si.shipped_file(si.EXAMPLE_CONFIG)
     assert read_bundle(bundle).symbol == "TINY3.SA"
     # The service runs as a dynamic user: what it reads must be world-readable.
@@ -81,7 +87,7 @@ def test_install_never_overwrites_an_existing_config(installed: Path, models: Pa
     config = installed / "etc/lstm-predictor/config.toml"
     config.write_text('port = 9999\n')
 
-    result = cli("install", "--root", str(installed), "--models", str(models))
+    result = install("--root", str(installed), "--models", str(models))
 
     assert result.exit_code == 0, result.output
     assert f"keep    {config} (exists" in result.output
@@ -92,7 +98,7 @@ def test_reinstall_replaces_a_bundle_with_the_new_version(installed: Path, tmp_p
     newer = make_tiny_bundle(tmp_path / "newer" / "TINY3.SA", version="2")
 
     # --models may also name one bundle folder.
-    result = cli("install", "--root", str(installed), "--models", str(newer))
+    result = install("--root", str(installed), "--models", str(newer))
 
     assert result.exit_code == 0, result.output
     models_dir = installed / "var/lib/lstm-predictor/models"
@@ -103,7 +109,7 @@ def test_reinstall_replaces_a_bundle_with_the_new_version(installed: Path, tmp_p
 def test_a_broken_bundle_stops_the_install_before_anything_changes(root: Path, models: Path) -> None:
     (models / "TINY3.SA" / "model.onnx").write_bytes(b"not the recorded model")
 
-    result = CliRunner().invoke(main, ["service", "install", "--root", str(root), "--models", str(models)])
+    result = install("--root", str(root), "--models", str(models))
 
     assert result.exit_code != 0
     assert "model.onnx does not match its recorded sha256" in result.output
@@ -112,7 +118,7 @@ def test_a_broken_bundle_stops_the_install_before_anything_changes(root: Path, m
 
 def test_an_empty_models_directory_is_refused(root: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    result = CliRunner().invoke(main, ["service", "install", "--root", str(root), "--models", str(tmp_path / "empty")])
+    result = install("--root", str(root), "--models", str(tmp_path / "empty"))
     assert result.exit_code != 0
     assert "no model bundles" in result.output
 
