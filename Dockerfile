@@ -20,6 +20,7 @@ USER lstm-predictor
 ENV LSTM_PREDICTOR_HOST=0.0.0.0 \
     LSTM_PREDICTOR_PORT=8000 \
     LSTM_PREDICTOR_MODELS=/opt/lstm-predictor/models \
+    LSTM_PREDICTOR_DEFAULT_MODEL=PETR4.SA \
     LSTM_PREDICTOR_CACHE_DIR=/var/cache/lstm-predictor
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s \

@@ -18,7 +18,7 @@ $(RUN_VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 serve: $(RUN_VENV)/.installed
-	$(RUN_VENV)/bin/lstm-predictor serve --host $(HOST) --port $(PORT) --models models
+	$(RUN_VENV)/bin/lstm-predictor serve --host $(HOST) --port $(PORT) --models models --default-model PETR4.SA
 
 $(DEV_VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(DEV_VENV)
