@@ -7,6 +7,7 @@ middleware renders every failure.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import msgspec
@@ -25,6 +26,7 @@ from .predictions import (
 )
 from .registry import ServedModel
 from .schemas import (
+    DataFreshness,
     ForecastRequest,
     ForecastResponse,
     LivePredictResponse,
@@ -75,15 +77,7 @@ async def predict(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body = await decode_body(request, _predict_request)
     model = state.registry.get(body.symbol)
-    window = _window(body.prices, model)
-    started = time.perf_counter()
-    prediction = await model.predict(window[None, :])
-    seconds = time.perf_counter() - started
-    state.metrics.prediction("manual", model.name)
-    return json_response(prediction_response(
-        model_name=model.name, bundle=model.bundle, window=window, prediction=prediction,
-        last_date=body.last_date, seconds=seconds,
-    ))
+    return await _predict_next(state, model, "manual", _window(body.prices, model), body.last_date)
 
 
 @routes.post("/predict/live")
@@ -99,14 +93,7 @@ async def predict_live(request: web.Request) -> web.Response:
     body = await decode_body(request, _live_request)
     model = state.registry.get(body.symbol)
     snapshot, window = await _market_window(state, model)
-    started = time.perf_counter()
-    prediction = await model.predict(window[None, :])
-    seconds = time.perf_counter() - started
-    state.metrics.prediction("live", model.name)
-    return json_response(prediction_response(
-        model_name=model.name, bundle=model.bundle, window=window, prediction=prediction,
-        last_date=snapshot.series.end, seconds=seconds, data=freshness(snapshot),
-    ))
+    return await _predict_next(state, model, "live", window, snapshot.series.end, freshness(snapshot))
 
 
 @routes.post("/predict/forecast")
@@ -139,4 +126,19 @@ async def predict_forecast(request: web.Request) -> web.Response:
     return json_response(forecast_response(
         model_name=model.name, bundle=model.bundle, window=window, days=days,
         base_date=base_date, last_date=last_date, seconds=seconds, data=data,
+    ))
+
+
+async def _predict_next(
+    state: DaemonState, model: ServedModel, kind: str, window: np.ndarray,
+    last_date: dt.date | None, data: DataFreshness | None = None,
+) -> web.Response:
+    """One window through the model's batcher, answered in the original service's shape."""
+    started = time.perf_counter()
+    prediction = await model.predict(window[None, :])
+    seconds = time.perf_counter() - started
+    state.metrics.prediction(kind, model.name)
+    return json_response(prediction_response(
+        model_name=model.name, bundle=model.bundle, window=window, prediction=prediction,
+        last_date=last_date, seconds=seconds, data=data,
     ))
