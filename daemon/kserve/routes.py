@@ -8,12 +8,12 @@ renders them in the protocol's ``{"error": "<message>"}`` shape for ``/v2`` path
 
 from __future__ import annotations
 
-import msgspec
 from aiohttp import web
 
 from lstm_predictor import __version__
 
 from ..errors import NotFound
+from ..jsonio import json_response
 from ..openapi import operation
 from ..state import STATE, ServedModel
 from .schemas import (
@@ -60,10 +60,6 @@ EXAMPLE_REQUEST = {
 routes = web.RouteTableDef()
 
 
-def _json(payload: object, status: int = 200) -> web.Response:
-    return web.Response(body=msgspec.json.encode(payload), status=status, content_type="application/json")
-
-
 def _model(request: web.Request) -> ServedModel:
     """The model named in the path; a version, when given, must be the one served."""
     served = request.app[STATE].registry.get(request.match_info["name"])
@@ -80,14 +76,14 @@ def _model(request: web.Request) -> ServedModel:
 @operation(response=ServerMetadata, tags=TAGS)
 async def server_metadata(request: web.Request) -> web.Response:
     """Server metadata: name, version and protocol extensions."""
-    return _json(ServerMetadata(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS))
+    return json_response(ServerMetadata(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS))
 
 
 @routes.get("/v2/health/live")
 @operation(response=ServerLive, tags=TAGS)
 async def server_live(request: web.Request) -> web.Response:
     """Liveness: the server answers metadata and inference requests."""
-    return _json(ServerLive(live=True))
+    return json_response(ServerLive(live=True))
 
 
 @routes.get("/v2/health/ready")
@@ -95,7 +91,7 @@ async def server_live(request: web.Request) -> web.Response:
 async def server_ready(request: web.Request) -> web.Response:
     """Readiness: every model is loaded and warmed up (503 until then)."""
     ready = request.app[STATE].ready
-    return _json(ServerReady(ready=ready), status=200 if ready else 503)
+    return json_response(ServerReady(ready=ready), status=200 if ready else 503)
 
 
 @routes.get("/v2/models/{name}/versions/{version}")
@@ -112,7 +108,7 @@ async def model_metadata(request: web.Request) -> web.Response:
     served = _model(request)
     bundle = served.bundle
     look_back = bundle.look_back
-    return _json(
+    return json_response(
         ModelMetadata(
             name=served.name,
             versions=[bundle.version],
@@ -137,7 +133,7 @@ async def model_ready(request: web.Request) -> web.Response:
     """Model readiness (503 while the daemon is still starting)."""
     served = _model(request)
     ready = request.app[STATE].ready
-    return _json(ModelReady(name=served.name, ready=ready), status=200 if ready else 503)
+    return json_response(ModelReady(name=served.name, ready=ready), status=200 if ready else 503)
 
 
 @routes.post("/v2/models/{name}/versions/{version}/infer")
