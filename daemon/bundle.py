@@ -71,7 +71,8 @@ class Bundle:
     def int8_file(self) -> Path | None:
         """The int8 variant, only when the metadata records it *and* its accuracy gate passed."""
         info = self.metadata.get("files", {}).get(INT8_FILE)
-        if not info or not info.get("accuracy_gate", {}).get("passed", False):
+        gate = info.get("accuracy_gate") if isinstance(info, dict) else None
+        if not isinstance(gate, dict) or not gate.get("passed", False):
             return None
         return self.path / INT8_FILE
 
@@ -140,10 +141,11 @@ def read_bundle(path: str | Path) -> Bundle:
     files = _require(meta, "files", dict, where)
     if MODEL_FILE not in files:
         raise BundleError(f"{where}: metadata.json 'files' does not record {MODEL_FILE}")
-    for filename, info in files.items():
+    for filename in files:
         file_path = path / filename
         if not file_path.is_file():
             raise BundleError(f"{where}: {filename} is recorded in metadata.json but missing")
+        info = _require(files, filename, dict, f"{where} files")
         expected = _require(info, "sha256", str, f"{where} files.{filename}")
         actual = sha256_file(file_path)
         if actual != expected:

@@ -101,3 +101,19 @@ def test_int8_is_served_only_when_its_accuracy_gate_passed(tiny_bundle: Path) ->
         Engine(read_bundle(tiny_bundle), variant="int8")
     edit_metadata(tiny_bundle, files={**files, "model.int8.onnx": {"sha256": sha, "accuracy_gate": {"passed": True}}})
     assert Engine(read_bundle(tiny_bundle), variant="int8").variant == "int8"
+
+
+@pytest.mark.parametrize("entry", [None, ["sha256"], "sha256"])
+def test_a_files_entry_that_is_not_an_object_is_refused(tiny_bundle: Path, entry: object) -> None:
+    edit_metadata(tiny_bundle, files={"model.onnx": entry})
+    with pytest.raises(BundleError, match="files: metadata.json 'model.onnx' is .*, which is not a dict"):
+        read_bundle(tiny_bundle)
+
+
+@pytest.mark.parametrize("gate", [True, "passed", None])
+def test_an_accuracy_gate_that_is_not_an_object_serves_no_int8(tiny_bundle: Path, gate: object) -> None:
+    shutil.copy(tiny_bundle / "model.onnx", tiny_bundle / "model.int8.onnx")
+    sha = sha256_file(tiny_bundle / "model.int8.onnx")
+    files = json.loads((tiny_bundle / "metadata.json").read_text())["files"]
+    edit_metadata(tiny_bundle, files={**files, "model.int8.onnx": {"sha256": sha, "accuracy_gate": gate}})
+    assert read_bundle(tiny_bundle).int8_file is None
