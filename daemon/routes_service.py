@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -137,7 +138,7 @@ async def stats(request: web.Request) -> web.Response:
     ))
 
 
-def _section(meta: dict[str, Any], key: str) -> dict[str, Any] | None:
+def _section(meta: Mapping[str, Any], key: str) -> dict[str, Any] | None:
     value = meta.get(key)
     return value if isinstance(value, dict) else None
 
@@ -151,7 +152,7 @@ async def model_info(request: web.Request) -> web.Response:
     registry = request.app[STATE].registry
     model = registry.get(request.query.get("symbol"))
     bundle = model.bundle
-    meta = dict(bundle.metadata)
+    meta = bundle.metadata
     return json_response(ModelInfoResponse(
         model_name=model.name, model_version=bundle.version, symbol=bundle.symbol,
         look_back=bundle.look_back, normalisation=bundle.normalisation, variant=model.variant,
