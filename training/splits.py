@@ -18,8 +18,6 @@ import numpy as np
 from lstm_predictor.daemon.market_data import InsufficientDataError, PriceSeries
 from lstm_predictor.daemon.windows import Rule, TrainingWindows, training_windows
 
-PART_NAMES = ("train", "validation", "test")
-
 
 @dataclass(frozen=True)
 class Part:
