@@ -107,7 +107,7 @@ def _print_scores(metrics: dict[str, Any]) -> None:
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="TensorFlow CPU threads.")
 @click.option("--int8/--no-int8", default=True, show_default=True, help="Also write model.int8.onnx (served only if it passes its accuracy gate on validation data).")
-@click.option("--report/--no-report", default=True, show_default=True, help="Write BUNDLE_DIR/report/.")
+@click.option("--report/--no-report", default=True, show_default=True, help="Write the report into --out/report/.")
 @click.option("--quick", is_flag=True, help="A tiny model and 2 epochs: a smoke run of the whole pipeline.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def train(
