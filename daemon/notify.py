@@ -122,7 +122,7 @@ class Notifier:
     async def _check(liveness: Callable[[], Awaitable[bool]], timeout: float) -> bool:
         try:
             return bool(await asyncio.wait_for(liveness(), timeout))
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11, which setup.cfg supports
             log.warning("liveness check did not answer within %.1f s", timeout)
             return False
         except Exception:
