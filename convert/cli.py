@@ -32,7 +32,7 @@ REAL_PARITY_WINDOWS = 512
     help="Price CSV: parity (and the int8 gate) run on real windows from it instead of generated ones.",
 )
 @click.option("--int8", is_flag=True, help="Also write a dynamically quantised model.int8.onnx.")
-@click.option("--force", is_flag=True, help="Replace BUNDLE_DIR if it exists.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def convert(
     keras_file: Path, out_dir: Path, symbol: str | None, metadata_file: Path | None,
     normalisation: str | None, csv_file: Path | None, int8: bool, force: bool,
@@ -42,9 +42,10 @@ def convert(
         extra: dict[str, Any] = {}
         if metadata_file is not None:
             extra = metadata_from_seed(json.loads(metadata_file.read_text(encoding="utf-8")))
-        symbol = symbol or extra.pop("symbol", None) or out_dir.name
-        rule = normalisation or extra.pop("normalisation", None) or "window_first"
-        extra.pop("symbol", None), extra.pop("normalisation", None)
+        # Popped whatever the flags say: extra metadata must not override the bundle's own fields.
+        seed_symbol, seed_rule = extra.pop("symbol", None), extra.pop("normalisation", None)
+        symbol = symbol or seed_symbol or out_dir.name
+        rule = normalisation or seed_rule or "window_first"
         model = load_keras_model(keras_file)
         look_back = look_back_of(model)
         if "look_back" in extra and extra.pop("look_back") != look_back:
