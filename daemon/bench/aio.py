@@ -34,7 +34,7 @@ async def _client(
             async with session.post(url, data=body, headers=HEADERS) as response:
                 await response.read()
                 ok = response.status < 300
-        except (TimeoutError, aiohttp.ClientError):
+        except (asyncio.TimeoutError, aiohttp.ClientError):
             ok = False
         latencies.append(clock() - started)
         if not ok:

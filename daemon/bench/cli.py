@@ -195,7 +195,7 @@ async def _describe(url: str, model_name: str | None) -> Target:
                 meta = await response.json()
             tensor = meta["inputs"][0]
             return Target(meta["name"], int(tensor["shape"][1]), tensor["name"], meta.get("parameters", {}).get("variant", "?"))
-        except (TimeoutError, aiohttp.ClientError, KeyError, ValueError, IndexError, TypeError) as exc:
+        except (asyncio.TimeoutError, aiohttp.ClientError, KeyError, ValueError, IndexError, TypeError) as exc:
             raise click.ClickException(f"cannot describe the daemon's models at {url}: {exc!r}") from exc
 
 
