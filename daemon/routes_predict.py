@@ -46,6 +46,17 @@ _live_request = msgspec.json.Decoder(LiveRequest)
 _forecast_request = msgspec.json.Decoder(ForecastRequest)
 
 
+# Predictions are dated up to MAX_FORECAST_DAYS trading days after last_date; from
+# the last year a date can hold, that would run past 9999-12-31 (OverflowError).
+LATEST_LAST_DATE = dt.date(dt.MAXYEAR - 1, 12, 31)
+
+
+def _last_date(value: dt.date | None) -> dt.date | None:
+    if value is not None and value > LATEST_LAST_DATE:
+        raise InvalidInput(f"last_date {value} is too late to date a prediction; the latest accepted is {LATEST_LAST_DATE}")
+    return value
+
+
 def _window(prices: list[float], model: ServedModel) -> np.ndarray:
     try:
         return validate_prices(prices, model.look_back)
@@ -77,7 +88,7 @@ async def predict(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body = await decode_body(request, _predict_request)
     model = state.registry.get(body.symbol)
-    return await _predict_next(state, model, "manual", _window(body.prices, model), body.last_date)
+    return await _predict_next(state, model, "manual", _window(body.prices, model), _last_date(body.last_date))
 
 
 @routes.post("/predict/live")
@@ -111,7 +122,7 @@ async def predict_forecast(request: web.Request) -> web.Response:
     model = state.registry.get(body.symbol)
     if body.prices is not None:
         window = _window(body.prices, model)
-        last_date, data = body.last_date, None
+        last_date, data = _last_date(body.last_date), None
         base_date = last_date or b3_today()
     elif body.last_date is not None:
         raise InvalidInput("last_date dates the given prices; send it together with prices", code="invalid_input")

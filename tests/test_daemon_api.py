@@ -173,6 +173,15 @@ def test_missing_prices_and_a_bad_date_are_422(daemon: RunningDaemon) -> None:
     assert reply.status == 422 and "last_date" in error_of(reply)["message"]
 
 
+@pytest.mark.parametrize("path", ["/predict", "/predict/forecast"])
+def test_a_last_date_too_late_to_date_a_prediction_is_422(daemon: RunningDaemon, path: str) -> None:
+    # The next trading day after 31 Dec 9999 is beyond any date Python can hold.
+    reply = daemon.post(path, {"symbol": "TINY3.SA", "prices": window(), "last_date": "9999-12-31"})
+    assert reply.status == 422
+    error = error_of(reply)
+    assert error["code"] == "invalid_input" and "last_date" in error["message"]
+
+
 def test_unknown_symbol_is_404_listing_the_served_ones(daemon: RunningDaemon) -> None:
     reply = daemon.post("/predict", {"symbol": "VALE3.SA", "prices": window()})
     assert reply.status == 404
