@@ -62,7 +62,8 @@ def explore(train: PriceSeries, out_dir: Path) -> Eda:
     return Eda(summary=summary, months=months, figures=figures)
 
 
-def _save(fig: plt.Figure, out_dir: Path, name: str) -> str:
+def save_figure(fig: plt.Figure, out_dir: Path, name: str) -> str:
+    """Write ``fig`` as ``out_dir/name`` and free it; the name, for the report's Markdown."""
     fig.tight_layout()
     fig.savefig(out_dir / name, dpi=DPI)
     plt.close(fig)
@@ -78,7 +79,7 @@ def _returns_plot(r: np.ndarray, out_dir: Path) -> str:
     ax.set_xlabel("daily log return (%)")
     ax.set_ylabel("density")
     ax.legend()
-    return _save(fig, out_dir, "eda_returns.png")
+    return save_figure(fig, out_dir, "eda_returns.png")
 
 
 def _volatility_plot(train: PriceSeries, r: np.ndarray, out_dir: Path) -> str:
@@ -89,7 +90,7 @@ def _volatility_plot(train: PriceSeries, r: np.ndarray, out_dir: Path) -> str:
     fig, ax = plt.subplots(figsize=(7, 3))
     ax.plot(train.dates[VOLATILITY_WINDOW:], vol * np.sqrt(TRADING_DAYS) * 100, color="tab:red")
     ax.set_ylabel("annualised volatility (%)")
-    return _save(fig, out_dir, "eda_volatility.png")
+    return save_figure(fig, out_dir, "eda_volatility.png")
 
 
 def _seasonality_plot(months: list[tuple[str, int, float, float]], out_dir: Path) -> str:
@@ -98,7 +99,7 @@ def _seasonality_plot(months: list[tuple[str, int, float, float]], out_dir: Path
     ax.bar([m[0] for m in months], values, color=["tab:green" if v >= 0 else "tab:red" for v in values])
     ax.axhline(0, color="k", lw=0.8)
     ax.set_ylabel("mean daily log return (%)")
-    return _save(fig, out_dir, "eda_seasonality.png")
+    return save_figure(fig, out_dir, "eda_seasonality.png")
 
 
 def _acf_plot(r: np.ndarray, out_dir: Path) -> str:
@@ -108,4 +109,4 @@ def _acf_plot(r: np.ndarray, out_dir: Path) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3))
     plot_acf(r, ax=axes[0], lags=lags, zero=False, auto_ylims=True, title="ACF of daily returns")
     plot_pacf(r, ax=axes[1], lags=lags, zero=False, method="ywm", auto_ylims=True, title="PACF of daily returns")
-    return _save(fig, out_dir, "eda_acf_pacf.png")
+    return save_figure(fig, out_dir, "eda_acf_pacf.png")

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from lstm_predictor.daemon.bundle import Bundle  # noqa: E402
 from lstm_predictor.daemon.market_data import PriceSeries  # noqa: E402
 
-from .eda import DPI, explore  # noqa: E402
+from .eda import explore, save_figure  # noqa: E402
 from .evaluation import PartResult  # noqa: E402
 from .metrics import METRIC_NAMES, beats_persistence  # noqa: E402
 from .selection import RULE, Candidate, batch1_latency_ms, choose, qualifies  # noqa: E402
@@ -93,7 +93,7 @@ def _figures_for_test(result: PartResult, series: PriceSeries, out_dir: Path) ->
     ax.legend()
     ax.set_ylabel("close")
     fig.autofmt_xdate()
-    figures = [("Predicted vs actual closes on the test days", _save(fig, out_dir, "test_predictions.png"))]
+    figures = [("Predicted vs actual closes on the test days", save_figure(fig, out_dir, "test_predictions.png"))]
 
     fig, ax = plt.subplots(figsize=(8, 3))
     ax.axhline(0, color="k", lw=0.8)
@@ -102,7 +102,7 @@ def _figures_for_test(result: PartResult, series: PriceSeries, out_dir: Path) ->
     ax.set_ylabel("predicted - actual")
     ax.legend()
     fig.autofmt_xdate()
-    figures.append(("Residuals over time on the test days", _save(fig, out_dir, "test_residuals.png")))
+    figures.append(("Residuals over time on the test days", save_figure(fig, out_dir, "test_residuals.png")))
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     bins = np.linspace(min(model_err.min(), base_err.min()), max(model_err.max(), base_err.max()), 50)
@@ -111,7 +111,7 @@ def _figures_for_test(result: PartResult, series: PriceSeries, out_dir: Path) ->
     ax.set_xlabel("error (predicted - actual)")
     ax.set_ylabel("days")
     ax.legend()
-    figures.append(("Error distribution on the test days: model vs persistence", _save(fig, out_dir, "test_errors.png")))
+    figures.append(("Error distribution on the test days: model vs persistence", save_figure(fig, out_dir, "test_errors.png")))
     return figures
 
 
@@ -148,14 +148,7 @@ def _history_figure(history: dict[str, list[float]], monitor: str, out_dir: Path
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.legend()
-    return _save(fig, out_dir, "training_history.png")
-
-
-def _save(fig: plt.Figure, out_dir: Path, name: str) -> str:
-    fig.tight_layout()
-    fig.savefig(out_dir / name, dpi=DPI)
-    plt.close(fig)
-    return name
+    return save_figure(fig, out_dir, "training_history.png")
 
 
 def _figure_md(caption: str, name: str) -> str:
