@@ -42,30 +42,25 @@ def tree(root: Path) -> dict[str, bytes | None]:
 
 
 @pytest.fixture
-def models(tiny_bundle: Path) -> Path:
-    return tiny_bundle.parent
-
-
-@pytest.fixture
 def root(tmp_path: Path) -> Path:
     return tmp_path / "root"
 
 
 @pytest.fixture
-def installed(root: Path, models: Path) -> Path:
-    result = install("--root", str(root), "--models", str(models))
+def installed(root: Path, models_dir: Path) -> Path:
+    result = install("--root", str(root), "--models", str(models_dir))
     assert result.exit_code == 0, result.output
     return root
 
 
-def test_dry_run_lists_every_file_and_writes_nothing(root: Path, models: Path) -> None:
-    result = install("--root", str(root), "--models", str(models), "--dry-run")
+def test_dry_run_lists_every_file_and_writes_nothing(root: Path, models_dir: Path) -> None:
+    result = install("--root", str(root), "--models", str(models_dir), "--dry-run")
 
     assert result.exit_code == 0, result.output
     assert "nothing is changed" in result.output
     assert f"would write   {root}/etc/systemd/system/lstm-predictor.service" in result.output
     assert f"would write   {root}/etc/lstm-predictor/config.toml" in result.output
-    assert f"would copy    {models / 'TINY3.SA'} -> {root}/var/lib/lstm-predictor/models/TINY3.SA" in result.output
+    assert f"would copy    {models_dir / 'TINY3.SA'} -> {root}/var/lib/lstm-predictor/models/TINY3.SA" in result.output
     assert "skip    systemctl daemon-reload (--root given" in result.output
     assert not root.exists()
 
@@ -83,11 +78,11 @@ def test_install_writes_the_unit_the_config_and_the_models(installed: Path) -> N
     assert config.stat().st_mode & 0o777 == 0o644
 
 
-def test_install_never_overwrites_an_existing_config(installed: Path, models: Path) -> None:
+def test_install_never_overwrites_an_existing_config(installed: Path, models_dir: Path) -> None:
     config = installed / "etc/lstm-predictor/config.toml"
     config.write_text('port = 9999\n')
 
-    result = install("--root", str(installed), "--models", str(models))
+    result = install("--root", str(installed), "--models", str(models_dir))
 
     assert result.exit_code == 0, result.output
     assert f"keep    {config} (exists" in result.output
@@ -106,10 +101,10 @@ def test_reinstall_replaces_a_bundle_with_the_new_version(installed: Path, tmp_p
     assert sorted(p.name for p in models_dir.iterdir()) == ["TINY3.SA"]  # no staging leftovers
 
 
-def test_a_broken_bundle_stops_the_install_before_anything_changes(root: Path, models: Path) -> None:
-    (models / "TINY3.SA" / "model.onnx").write_bytes(b"not the recorded model")
+def test_a_broken_bundle_stops_the_install_before_anything_changes(root: Path, models_dir: Path) -> None:
+    (models_dir / "TINY3.SA" / "model.onnx").write_bytes(b"not the recorded model")
 
-    result = install("--root", str(root), "--models", str(models))
+    result = install("--root", str(root), "--models", str(models_dir))
 
     assert result.exit_code != 0
     assert "model.onnx does not match its recorded sha256" in result.output
@@ -124,9 +119,9 @@ def test_an_empty_models_directory_is_refused(root: Path, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("executable", ["/home/me/venv/bin/lstm-predictor", "/tmp/venv/bin/lstm-predictor", "venv/bin/lstm-predictor"])
-def test_an_executable_the_sandbox_cannot_reach_is_refused(root: Path, models: Path, executable: str) -> None:
+def test_an_executable_the_sandbox_cannot_reach_is_refused(root: Path, models_dir: Path, executable: str) -> None:
     result = CliRunner().invoke(
-        main, ["service", "install", "--root", str(root), "--models", str(models), "--executable", executable]
+        main, ["service", "install", "--root", str(root), "--models", str(models_dir), "--executable", executable]
     )
     assert result.exit_code != 0
     assert not root.exists()
@@ -173,7 +168,7 @@ def test_purge_removes_config_models_and_caches_where_dynamic_user_moved_them(in
     assert (installed / "var/lib/private").is_dir()  # systemd's, not ours
 
 
-def test_install_works_from_a_built_wheel(tmp_path: Path, models: Path) -> None:
+def test_install_works_from_a_built_wheel(tmp_path: Path, models_dir: Path) -> None:
     """A non-editable install finds the unit and example config as package data."""
     source = tmp_path / "src"
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
@@ -192,7 +187,7 @@ def test_install_works_from_a_built_wheel(tmp_path: Path, models: Path) -> None:
     root = tmp_path / "root"
     result = subprocess.run(
         [str(venv / "bin" / "lstm-predictor"), "service", "install", "--root", str(root),
-         "--models", str(models), "--executable", OPT_EXECUTABLE],
+         "--models", str(models_dir), "--executable", OPT_EXECUTABLE],
         check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""},
     )
     located = subprocess.run(
