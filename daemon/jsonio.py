@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from .errors import decode_error
+from .errors import MalformedRequest, decode_error
 
 T = TypeVar("T")
 
@@ -27,3 +27,5 @@ async def decode_body(request: web.Request, decoder: msgspec.json.Decoder[T]) ->
         return decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise decode_error(exc) from None
+    except RecursionError:  # msgspec walks nested arrays recursively, even in fields it skips
+        raise MalformedRequest("the body is nested too deeply to decode") from None

@@ -173,6 +173,14 @@ def test_missing_prices_and_a_bad_date_are_422(daemon: RunningDaemon) -> None:
     assert reply.status == 422 and "last_date" in error_of(reply)["message"]
 
 
+def test_a_body_nested_deeper_than_the_decoder_goes_is_400(daemon: RunningDaemon) -> None:
+    deep = b"[" * 1500 + b"]" * 1500  # within MAX_BODY
+    reply = daemon.request("POST", "/predict", b'{"extra": ' + deep + b', "prices": [1.0]}',
+                           {"Content-Type": "application/json"})
+    assert reply.status == 400
+    assert "nested too deeply" in error_of(reply)["message"]
+
+
 @pytest.mark.parametrize("path", ["/predict", "/predict/forecast"])
 def test_a_last_date_too_late_to_date_a_prediction_is_422(daemon: RunningDaemon, path: str) -> None:
     # The next trading day after 31 Dec 9999 is beyond any date Python can hold.

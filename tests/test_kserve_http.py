@@ -138,6 +138,12 @@ def test_a_body_that_is_not_json_is_a_400(api_daemon):
     assert "not valid JSON" in v2_error(api_daemon.request("POST", INFER, b"{prices: 1"), 400)
 
 
+def test_data_nested_deeper_than_the_decoder_goes_is_a_400(api_daemon):
+    deep = b"[" * 5000 + b"]" * 5000
+    body = b'{"inputs": [{"name": "prices", "shape": [1, 60, 1], "datatype": "FP32", "data": ' + deep + b"}]}"
+    assert "nested too deeply" in v2_error(api_daemon.request("POST", INFER, body), 400)
+
+
 BINARY_HEADER = {"inputs": [{"name": "prices", "shape": [1, LOOK_BACK, 1], "datatype": "FP32",
                              "parameters": {"binary_data_size": 4 * LOOK_BACK}}]}
 GOOD_BYTES = np.array(WINDOW, dtype="<f4").tobytes()

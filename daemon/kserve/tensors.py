@@ -77,6 +77,8 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[InferenceReq
         raise TensorError(f"invalid inference request: {exc}") from None
     except msgspec.DecodeError as exc:
         raise TensorError(f"the inference request is not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec decodes nested arrays recursively, within Python's limit
+        raise TensorError("the inference request is nested too deeply to decode") from None
     return request, view[split:]
 
 
