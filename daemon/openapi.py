@@ -25,12 +25,12 @@ from aiohttp import web
 
 from lstm_predictor import __version__
 
+from .errors import is_v2
 from .kserve.schemas import V2Error
 from .schemas import ErrorResponse
 
 OPENAPI_VERSION = "3.1.0"
 REF_TEMPLATE = "#/components/schemas/{name}"
-V2_PREFIX = "/v2"
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
@@ -108,8 +108,8 @@ class UndescribedRoute(RuntimeError):
 
 def error_schema(path: str) -> type:
     """The error object a path answers with: the protocol's for v2, the daemon's elsewhere
-    (the same rule as the error middleware)."""
-    return V2Error if path == V2_PREFIX or path.startswith(V2_PREFIX + "/") else ErrorResponse
+    (the error middleware's own rule, so the document cannot disagree with the answers)."""
+    return V2Error if is_v2(path) else ErrorResponse
 
 
 def build_document(app: web.Application) -> dict[str, Any]:
