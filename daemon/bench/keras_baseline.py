@@ -32,7 +32,7 @@ from .loadgen import percentiles
 RULE = "window_first"  # the original model's normalisation
 
 
-def forecast(model, window: np.ndarray, days: int) -> np.ndarray:
+def forecast(model: Any, window: np.ndarray, days: int) -> np.ndarray:  # model: a keras.Model, never imported here
     """``days`` closes, each fed back as the newest price, one predict per day."""
     window = window.copy()
     out = np.empty(days)
