@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -75,6 +76,8 @@ def _seconds(value: Any) -> float:
         raise ValueError(f"expected a number of seconds, got {value!r}") from None
     if not number > 0:
         raise ValueError(f"must be greater than 0, got {value!r}")
+    if math.isinf(number):  # an endless timeout or drain would let one hung fetch or request hang the daemon
+        raise ValueError(f"must be a finite number of seconds, got {value!r}")
     return number
 
 

@@ -78,6 +78,8 @@ def test_a_directory_market_data_is_checked_and_made_absolute(tmp_path: Path, mo
         ({"variant": "fp16"}, {}, "expected one of fp32, int8"),
         ({"log_level": "loud"}, {}, "expected one of debug, info, warning, error"),
         ({"market_data_ttl": "-1"}, {}, "must be greater than 0"),
+        ({"market_data_timeout": "inf"}, {}, "flag --market-data-timeout: must be a finite number of seconds"),
+        ({}, {"LSTM_PREDICTOR_DRAIN_TIMEOUT": "1e400"}, "must be a finite number of seconds"),
     ],
 )
 def test_a_bad_value_names_where_it_came_from(flags: dict, env: dict, says: str) -> None:
