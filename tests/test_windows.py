@@ -86,6 +86,8 @@ def test_date_split_matches_the_fraction_split_on_the_same_dates() -> None:
 def test_a_series_too_short_to_split_is_refused_with_counts() -> None:
     with pytest.raises(InsufficientDataError, match=r"70/15/15 % split with a look-back of 60 needs at least 88 daily closes, but test has only 70"):
         split_by_fraction(series_of(np.arange(1.0, 71.0)), 60)
+    with pytest.raises(InsufficientDataError, match=r"needs at least 6300 daily closes, but test has only 70"):
+        split_by_fraction(series_of(np.arange(1.0, 71.0)), 60, (0.99998, 0.00001, 0.00001))
     with pytest.raises(InsufficientDataError, match="the test part is empty"):
         split_by_dates(series_of(np.arange(1.0, 71.0)), 5, dt.date(2024, 1, 20), dt.date(2025, 1, 1))
     with pytest.raises(ValueError, match="must come before"):

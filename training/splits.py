@@ -93,7 +93,10 @@ def split_by_fraction(series: PriceSeries, look_back: int, fractions: Sequence[f
         raise ValueError(f"fractions must be three positive numbers summing to 1, got {list(fractions)}")
     n = len(series)
     if not _fits(n, look_back, fractions):
-        needed = next(m for m in range(look_back + 3, 100 * (look_back + 3)) if _fits(m, look_back, fractions))
+        # The search stops at a bound (a tiny fraction may need more rows than any series has): none
+        # below it fits, so the bound is then a true "at least".
+        limit = 100 * (look_back + 3)
+        needed = next((m for m in range(look_back + 3, limit) if _fits(m, look_back, fractions)), limit)
         shares = "/".join(f"{f * 100:g}" for f in fractions)
         raise InsufficientDataError(
             f"{series.symbol}: a {shares} % split with a look-back of {look_back} needs at least {needed} daily closes, "
