@@ -99,6 +99,14 @@ def test_a_request_reaching_today_is_downloaded_again_once_stale(yahoo, tmp_path
     assert fake.calls[-1][1]["end"] is None
 
 
+def test_a_cache_that_cannot_be_written_still_serves_the_download(yahoo, tmp_path: Path) -> None:
+    yahoo(frame([10.0, 10.5, 11.0]))
+    not_a_dir = tmp_path / "cache"
+    not_a_dir.write_text("a file where the cache directory should be")
+    series = YFinanceSource(not_a_dir).fetch("PETR4.SA", D(2024, 1, 2), D(2024, 1, 4))
+    assert series.closes.tolist() == [10.0, 10.5, 11.0]
+
+
 def test_without_a_cache_dir_every_fetch_downloads(yahoo) -> None:
     fake = yahoo(frame([10.0, 10.5]))
     source = YFinanceSource(None)

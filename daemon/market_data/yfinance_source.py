@@ -14,6 +14,7 @@ reaches today is reused for ``fresh_for`` seconds only.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ from .errors import (
     UnknownSymbolError,
 )
 from .series import PriceSeries
+
+log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9^=._-]")
 
@@ -65,8 +68,7 @@ class YFinanceSource:
         else:
             rows = self._download(symbol, start, end)
             if cached is not None:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                write_rows(cached, rows)
+                self._store(cached, rows)
         # With auto_adjust=True Yahoo's "Close" is the dividend-adjusted close: name it as a CSV export would.
         return clean(symbol, rows, self.name, column=ADJ_CLOSE if self.auto_adjust else CLOSE)
 
@@ -76,10 +78,20 @@ class YFinanceSource:
         kind = "adjusted" if self.auto_adjust else "raw"
         return self.cache_dir / f"{symbol}_{start or 'all'}_{end or 'today'}_{kind}.csv"
 
+    @staticmethod
+    def _store(path: Path, rows: list[RawRow]) -> None:
+        # The cache only spares a later download: one that cannot be written (full disk,
+        # wrong permissions) must not fail the download that has just succeeded.
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_rows(path, rows)
+        except OSError as exc:
+            log.warning("cannot write the yfinance cache file %s (%s); serving the download uncached", path, exc)
+
     def _is_fresh(self, path: Path, end: dt.date | None) -> bool:
         try:
             age = time.time() - path.stat().st_mtime
-        except FileNotFoundError:
+        except OSError:  # not cached yet, or a cache directory that is not one: download
             return False
         closed = end is not None and end < dt.date.today()
         return closed or age < self.fresh_for
