@@ -111,6 +111,11 @@ class _Entry:
         self.result: np.ndarray | None = None
 
 
+def _batch_input(batch: list[_Entry]) -> np.ndarray:
+    """The model input of a batch: its submissions' windows in order (a lone one as it is, uncopied)."""
+    return batch[0].x if len(batch) == 1 else np.concatenate([e.x for e in batch])
+
+
 class Batcher:
     """Coalesces concurrent ``submit`` calls into batched ``run`` calls on one worker thread.
 
@@ -242,7 +247,7 @@ class Batcher:
             return
         loop = self._loop
         assert loop is not None
-        x = batch[0].x if len(batch) == 1 else np.concatenate([e.x for e in batch])
+        x = _batch_input(batch)
         self._busy = True
         if self._on_batch is not None:
             try:
@@ -317,7 +322,7 @@ class Batcher:
                 # races this check waits for one more step, as it would for any run).
                 if self._queue or not all(e.recursion is not None and e.recursion.pending for e in batch):
                     break
-                x = batch[0].x if len(batch) == 1 else np.concatenate([e.x for e in batch])
+                x = _batch_input(batch)
         except Exception as exc:  # fails this batch's submissions, not the batcher
             error = exc
         try:
