@@ -19,6 +19,7 @@ from .config import VARIANTS
 from .engine import Engine
 from .market_data import CsvFileSource, MarketDataError
 from .predictions import prediction_response
+from .trading_calendar import LAST_DATABLE_DAY
 from .windows import WindowError, validate_prices
 
 
@@ -55,6 +56,9 @@ def predict(model_dir: Path, prices: str | None, csv_file: Path | None, last_dat
     except BundleError as exc:
         raise click.ClickException(str(exc)) from None
     date = None if last_date is None else last_date.date()
+    if date is not None and date > LAST_DATABLE_DAY:
+        raise click.BadParameter(f"{date} is too late to date a prediction; the latest accepted is {LAST_DATABLE_DAY}",
+                                 param_hint="--last-date")
     try:
         if prices is not None:
             window = validate_prices(_parse_prices(prices), bundle.look_back)

@@ -35,7 +35,7 @@ from .schemas import (
     PredictResponse,
 )
 from .state import STATE, DaemonState
-from .trading_calendar import b3_today
+from .trading_calendar import LAST_DATABLE_DAY, b3_today
 from .windows import WindowError, validate_prices
 
 TAGS = ("Predictions",)
@@ -46,14 +46,9 @@ _live_request = msgspec.json.Decoder(LiveRequest)
 _forecast_request = msgspec.json.Decoder(ForecastRequest)
 
 
-# Predictions are dated up to MAX_FORECAST_DAYS trading days after last_date; from
-# the last year a date can hold, that would run past 9999-12-31 (OverflowError).
-LATEST_LAST_DATE = dt.date(dt.MAXYEAR - 1, 12, 31)
-
-
 def _last_date(value: dt.date | None) -> dt.date | None:
-    if value is not None and value > LATEST_LAST_DATE:
-        raise InvalidInput(f"last_date {value} is too late to date a prediction; the latest accepted is {LATEST_LAST_DATE}")
+    if value is not None and value > LAST_DATABLE_DAY:
+        raise InvalidInput(f"last_date {value} is too late to date a prediction; the latest accepted is {LAST_DATABLE_DAY}")
     return value
 
 

@@ -32,6 +32,9 @@ from . import b3_holidays
 TABLE_YEARS = range(2000, 2046)
 
 # B3 keeps São Paulo time, which has had no daylight saving since 2019.
+# The latest day after which predictions can still be dated: up to 30 trading days
+# (a forecast's longest) after it; from the year 9999 that would overflow dt.date.
+LAST_DATABLE_DAY = dt.date(dt.MAXYEAR - 1, 12, 31)
 SAO_PAULO = dt.timezone(dt.timedelta(hours=-3), "America/Sao_Paulo")
 
 

@@ -53,6 +53,11 @@ def test_bad_prices_exit_1_naming_the_element(tiny_bundle: Path, prices: str, sa
     assert result.returncode == 1 and says in result.stderr and not result.stdout
 
 
+def test_a_last_date_too_late_to_date_a_prediction_is_a_usage_error(tiny_bundle: Path) -> None:
+    result = predict("--model", str(tiny_bundle), "--prices", ",".join(map(str, WINDOW)), "--last-date", "9999-12-31")
+    assert result.returncode == 2 and "--last-date" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_exactly_one_of_prices_and_csv_is_required(tiny_bundle: Path) -> None:
     assert predict("--model", str(tiny_bundle)).returncode == 2
     assert predict("--model", str(tiny_bundle), "--prices", "1", "--csv", "x.csv").returncode == 2
