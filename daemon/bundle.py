@@ -116,7 +116,7 @@ def read_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"{where}: {MODEL_FILE} is missing")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise BundleError(f"{where}: {METADATA_FILE} is not valid JSON ({exc})") from exc
     if not isinstance(meta, dict):
         raise BundleError(f"{where}: {METADATA_FILE} must hold a JSON object")

@@ -50,8 +50,9 @@ def test_an_onnx_file_that_does_not_match_its_sha256_is_refused(tiny_bundle: Pat
         read_bundle(tiny_bundle)
 
 
-def test_metadata_that_is_not_json_is_refused(tiny_bundle: Path) -> None:
-    (tiny_bundle / "metadata.json").write_text("{not json")
+@pytest.mark.parametrize("text", ["{not json", '{"files": ' + "[" * 100_000 + "]" * 100_000 + "}"])
+def test_metadata_that_is_not_json_is_refused(tiny_bundle: Path, text: str) -> None:
+    (tiny_bundle / "metadata.json").write_text(text)
     with pytest.raises(BundleError, match="not valid JSON"):
         read_bundle(tiny_bundle)
 
