@@ -291,7 +291,7 @@ def _legacy_bundle_dir(path: Path) -> Path:
 def _read_legacy_metadata(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise ConfigError(f"METADATA_PATH={path}: cannot be read as JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise ConfigError(f"METADATA_PATH={path}: must hold a JSON object")

@@ -140,3 +140,11 @@ def test_look_back_and_metadata_path_become_expectations(tmp_path: Path) -> None
         load_config({}, environ={"LOOK_BACK": "30", "METADATA_PATH": str(meta)})
     with pytest.raises(ConfigError, match="LOOK_BACK: expected an integer"):
         load_config({}, environ={"LOOK_BACK": "sixty"})
+
+
+@pytest.mark.parametrize("text", ["{not json", "[" * 100_000 + "]" * 100_000])
+def test_a_metadata_path_that_is_not_json_is_refused(tmp_path: Path, text: str) -> None:
+    meta = tmp_path / "model_metadata.json"
+    meta.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="METADATA_PATH=.*cannot be read as JSON"):
+        load_config({}, environ={"METADATA_PATH": str(meta)})
