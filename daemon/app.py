@@ -11,7 +11,7 @@ from aiohttp.typedefs import Handler
 
 from . import docs, openapi, routes_predict, routes_service
 from .batching import BatcherClosedError, QueueFullError
-from .errors import ApiError, NotFound, Unavailable, error_body, is_v2
+from .errors import ApiError, MalformedRequest, NotFound, Unavailable, error_body, is_v2
 from .kserve import routes as kserve_routes
 from .metrics import route_label
 from .state import STATE, DaemonState
@@ -77,6 +77,9 @@ def _render_errors(state: DaemonState):
             if exc.status < 400:
                 raise
             error = _from_http(exc, request, max_body)
+        except web.RequestPayloadError as exc:  # a body that cannot be read, e.g. a broken gzip stream
+            reason = getattr(exc.__cause__, "message", None) or str(exc)
+            error = MalformedRequest(f"the request body cannot be read: {reason}")
         except QueueFullError as exc:
             error = Unavailable(f"the daemon is overloaded: {exc}", retry_after=1, code="overloaded")
         except BatcherClosedError:

@@ -173,6 +173,16 @@ def test_missing_prices_and_a_bad_date_are_422(daemon: RunningDaemon) -> None:
     assert reply.status == 422 and "last_date" in error_of(reply)["message"]
 
 
+@pytest.mark.parametrize("path", ["/predict", "/v2/models/TINY3.SA/infer"])
+def test_a_body_that_cannot_be_decompressed_is_400(daemon: RunningDaemon, path: str) -> None:
+    reply = daemon.request("POST", path, b"\x1f\x8b not gzip at all",
+                           {"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert reply.status == 400
+    message = reply.json()["error"]
+    message = message if isinstance(message, str) else message["message"]
+    assert "cannot be read" in message and "gzip" in message
+
+
 def test_a_body_nested_deeper_than_the_decoder_goes_is_400(daemon: RunningDaemon) -> None:
     deep = b"[" * 1500 + b"]" * 1500  # within MAX_BODY
     reply = daemon.request("POST", "/predict", b'{"extra": ' + deep + b', "prices": [1.0]}',
