@@ -7,12 +7,17 @@ figures and never asserted.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 from pathlib import Path
+
+import aiohttp
 
 import pytest
 from click.testing import CliRunner
 from lstm_predictor.daemon.bench import process, wrk
+from lstm_predictor.daemon.bench.server_metrics import scrape
 from tiny_bundle import make_tiny_bundle
 
 from lstm_predictor.cli import main
@@ -110,3 +115,14 @@ def test_bench_compares_with_the_original_keras_model(models_dir: Path, seed_ker
     for label in ("/predict p50, one client", "30-day forecast p50", "resident memory", "start to ready"):
         assert label in report
     assert "--baseline keras" in figures["command"]
+
+
+def test_a_metrics_scrape_that_times_out_counts_as_unavailable() -> None:
+    async def scrape_silent_server(port: int) -> dict:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.3)) as session:
+            return await scrape(session, f"http://127.0.0.1:{port}")
+
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        assert asyncio.run(scrape_silent_server(silent.getsockname()[1])) == {}

@@ -8,6 +8,7 @@ how much the batcher coalesced.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import aiohttp
@@ -26,7 +27,7 @@ async def scrape(session: aiohttp.ClientSession, base_url: str) -> Totals:
             if response.status != 200:
                 return {}
             text = await response.text()
-    except aiohttp.ClientError:
+    except (asyncio.TimeoutError, aiohttp.ClientError):
         return {}
     totals: Totals = {}
     for family in text_string_to_metric_families(text):
