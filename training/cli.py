@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 from lstm_predictor.daemon.bundle import (
+    REPORT_DIR,
     Bundle,
     BundleError,
     read_bundle,
@@ -188,7 +189,7 @@ def train(
     metrics = metrics_of(results)
     bundle = _record_metrics(bundle, metrics)
     if report:
-        write_report(bundle.path / "report", bundle, series, results, metrics, command=_command("train"))
+        write_report(bundle.path / REPORT_DIR, bundle, series, results, metrics, command=_command("train"))
     _print_scores(metrics)
     click.echo(f"\nbundle: {bundle.path}")
 
