@@ -108,7 +108,6 @@ class Daemon:
         await runner.cleanup()
         await state.registry.close(config.drain_timeout)
         await asyncio.gather(*self._retiring)
-        await market.close()
         log.info("stopped")
 
     async def _drain(self, timeout: float) -> None:

@@ -251,7 +251,6 @@ def test_a_fetch_that_outlasts_the_timeout_counts_as_failed() -> None:
                 await service.get("PETR4.SA")
         finally:
             release.set()
-            await service.close()
 
     run(scenario())
 

@@ -4,7 +4,8 @@ Sources (a CSV directory, yfinance) block: a yfinance download can take
 seconds or hang. Requests must not wait on that more than needed, and the
 source must not be hammered, so between the handlers and the source sit:
 
-* a worker thread per fetch with a timeout, so the event loop never blocks;
+* a worker thread per fetch with a timeout, so the event loop never blocks
+  (a daemon thread: one hung for good must not keep the process from exiting);
 * a per-symbol cache with a TTL: closes change once a trading day;
 * single flight: concurrent requests for one symbol share one fetch;
 * backoff after a failure, during which the source is not asked again for
@@ -22,7 +23,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..errors import NotFound, Unavailable
@@ -30,6 +30,7 @@ from ..metrics import Metrics
 from .errors import MarketDataError, RateLimitedError, UnknownSymbolError
 from .series import PriceSeries
 from .source import PriceSource
+from .workers import DaemonThreads
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class MarketDataService:
         self.timeout = timeout
         self._metrics = metrics
         self._clock = clock
-        self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="market-data")
+        self._workers = DaemonThreads(max_threads, name="market-data")
         self._cache: dict[str, MarketSnapshot] = {}
         self._inflight: dict[str, asyncio.Task[MarketSnapshot]] = {}
         self._rate_limit = _Backoff()  # the whole source's
@@ -112,17 +113,10 @@ class MarketDataService:
         # shield: a client that disconnects must not cancel the fetch others wait for.
         return await asyncio.shield(task)
 
-    async def close(self) -> None:
-        # Never wait for a hung fetch: its thread is abandoned with the process.
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
     async def _refresh(self, symbol: str) -> MarketSnapshot:
-        loop = asyncio.get_running_loop()
         started = self._clock()
         try:
-            series = await asyncio.wait_for(
-                loop.run_in_executor(self._executor, self.source.fetch, symbol), self.timeout
-            )
+            series = await asyncio.wait_for(self._workers.run(self.source.fetch, symbol), self.timeout)
         except UnknownSymbolError as exc:
             self._metrics.market_fetch(self.source.name, self._clock() - started, True)
             raise NotFound(str(exc), code="unknown_market_symbol", details={"symbol": symbol}) from None
