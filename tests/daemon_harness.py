@@ -140,10 +140,17 @@ def launch(models: Path | None, prices: Path | None = None, args: Sequence[str] 
         argv += ["--models", str(models)]
     if prices is not None:
         argv += ["--market-data", str(prices)]
+    return spawn(serve_command(*argv, *args), port, env, log_dir)
+
+
+def spawn(command: Sequence[str], port: int, env: Mapping[str, str] | None = None,
+          log_dir: Path | None = None) -> RunningDaemon:
+    """Start ``command``, a daemon that will listen on ``port``, without waiting for it;
+    its output goes to a log file in ``log_dir``."""
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="daemon-"))
     stderr_path = log_dir / f"daemon-{port}.stderr"
     with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen(serve_command(*argv, *args), env=daemon_env(env), stdin=subprocess.DEVNULL,
+        process = subprocess.Popen(list(command), env=daemon_env(env), stdin=subprocess.DEVNULL,
                                    stdout=stderr, stderr=stderr)
     return RunningDaemon(process, port, stderr_path)
 
