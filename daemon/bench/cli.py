@@ -1,4 +1,5 @@
-"""``lstm-predictor bench``: measure a daemon under load, optionally beside the Keras service it replaces."""
+"""``lstm-predictor bench``: measure a daemon under load, optionally beside the Keras service it replaces,
+or soak it: every route at once for minutes, watching its memory."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import json
 import os
 import shlex
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,18 +16,22 @@ import aiohttp
 import click
 
 from ..config import ENV_PREFIX
-from . import aio, process, scenarios, wrk
+from . import aio, process, scenarios, soak, wrk
 from .keras_baseline import KerasResult
 from .keras_baseline import run as run_keras
 from .loadgen import LoadResult
-from .report import Row, as_json, keras_comparison, mb, table
+from .report import Row, as_json, keras_comparison, mb, soak_failures, soak_json, soak_memory, soak_table, soak_verdict, table
 from .scenarios import FORECAST_DAYS, Scenario, Target
-from .server_metrics import compare, scrape
+from .server_metrics import RESIDENT_MEMORY, compare, scrape
 
 DEFAULT_KERAS_MODEL = Path("../shared/seed-model/lstm_petr4_final.keras")
+DEFAULT_CONNECTIONS = (1, 32)
+SOAK_CONNECTIONS = 64
 
 
-def _connections(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+def _connections(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    if value is None:  # the default depends on --soak
+        return None
     try:
         counts = tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
@@ -42,9 +48,16 @@ def _connections(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option("--model", "model_name", help="Model to address (default: the daemon's default model).")
 @click.option("--scenario", "scenario_names", type=click.Choice(scenarios.NAMES), multiple=True,
               help="Route to measure; repeat for several (default: all).")  # fmt: skip
-@click.option("--connections", default="1,32", show_default=True, callback=_connections,
-              help="Concurrent connections, comma-separated: each route is measured at each.")  # fmt: skip
+@click.option("--connections", callback=_connections,
+              help="Concurrent connections, comma-separated: each route is measured at each [default: 1,32]; "
+                   f"with --soak, one count [default: {SOAK_CONNECTIONS}].")  # fmt: skip
 @click.option("--duration", type=click.FloatRange(min=1), default=10.0, show_default=True, help="Seconds per run.")
+@click.option("--soak", "soak_seconds", type=click.FloatRange(min=10), metavar="SECONDS",
+              help="Soak instead: hold the connections on a mix of every route for SECONDS, reading the daemon's "
+                   "resident memory every second; exit 1 unless no request failed and memory grew less than "
+                   f"{soak.MAX_GROWTH_PCT:g} % after the warm-up.")  # fmt: skip
+@click.option("--market-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="With --start: the daemon's directory of <SYMBOL>.csv closes, for /predict/live offline.")  # fmt: skip
 @click.option("--generator", type=click.Choice(["auto", "wrk", "aiohttp"]), default="auto", show_default=True,
               help="Load generator: wrk when installed (auto), or the built-in aiohttp client.")  # fmt: skip
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="wrk threads.")
@@ -59,31 +72,42 @@ def _connections(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), help="Also write the figures here.")
 def bench(**opts: Any) -> None:
     """Load a daemon's /predict, /predict/forecast and v2 infer routes and print latency
-    percentiles, requests/s, errors and the daemon's resident memory.
+    percentiles, requests/s, errors and the daemon's resident memory; or, with --soak,
+    load every route at once for minutes and judge its failures and memory growth.
 
     \b
     Examples:
       lstm-predictor bench --start --models models
       lstm-predictor bench --url http://127.0.0.1:8000 --connections 32 --duration 30
       lstm-predictor bench --start --models models --baseline keras
+      lstm-predictor bench --start --models models --market-data prices --soak 600
     """
     if bool(opts["url"]) == bool(opts["start"]):
         raise click.UsageError("give either --url (a running daemon) or --start --models DIR")
     if opts["start"] and opts["models"] is None:
         raise click.UsageError("--start needs --models DIR")
+    if opts["market_data"] is not None and not opts["start"]:
+        raise click.UsageError("--market-data configures the daemon that --start starts; a running daemon has its own")
     if opts["baseline"] == "keras" and not opts["keras_model"].is_file():
         raise click.UsageError(f"--baseline keras: no Keras model at {opts['keras_model']} (give --keras-model FILE)")
+    soaking = opts["soak_seconds"] is not None
+    if soaking:
+        _check_soak_usage(opts)
+    if opts["connections"] is None:
+        opts["connections"] = (SOAK_CONNECTIONS,) if soaking else DEFAULT_CONNECTIONS
     generator = opts["generator"]
     if generator == "auto":
-        generator = "wrk" if wrk.available() else "aiohttp"
+        generator = "wrk" if wrk.available() and not soaking else "aiohttp"
     elif generator == "wrk" and not wrk.available():
         raise click.UsageError("wrk is not installed (apt-get install wrk), or use --generator aiohttp")
 
     daemon = None
     if opts["start"]:
-        click.echo(f"starting: {shlex.join(process.serve_command(opts['models'], 0)[:-1])} <a free port>")
+        extra = ("--market-data", str(opts["market_data"])) if opts["market_data"] else ()
+        command = process.serve_command(opts["models"], 0)[:-1]
+        click.echo(f"starting: {shlex.join(command)} <a free port> {shlex.join(extra)}".rstrip())
         try:
-            daemon = process.start(opts["models"])
+            daemon = process.start(opts["models"], extra=extra)
         except RuntimeError as exc:
             raise click.ClickException(str(exc)) from exc
         url, pid, ready_seconds = daemon.url, daemon.pid, daemon.ready_seconds
@@ -94,13 +118,29 @@ def bench(**opts: Any) -> None:
         pid = process.pid_listening_on(parts.port or 80) if local else None
         ready_seconds = None
     try:
-        figures = _bench(opts, url, pid, ready_seconds, generator)
+        figures = (_soak if soaking else _bench)(opts, url, pid, ready_seconds, generator)
     finally:
         if daemon is not None:
             daemon.stop()
     if opts["json_file"]:
         opts["json_file"].write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
         click.echo(f"figures written to {opts['json_file']}")
+    if soaking and not figures["verdict"]["passed"]:
+        raise SystemExit(1)
+
+
+def _check_soak_usage(opts: dict[str, Any]) -> None:
+    """A soak runs its own mix for its own time, on the aiohttp generator: refuse options it would ignore."""
+    explicit = click.get_current_context().get_parameter_source("duration") is click.core.ParameterSource.COMMANDLINE
+    for given, option in [(opts["scenario_names"], "--scenario"), (explicit, "--duration"),
+                          (opts["baseline"] != "none", "--baseline")]:  # fmt: skip
+        if given:
+            raise click.UsageError(f"{option} is for the per-route bench; --soak runs every route for SECONDS")
+    if opts["generator"] == "wrk":
+        raise click.UsageError("--soak needs per-route latencies and failures by status, which wrk does not give: "
+                               "use --generator aiohttp (or auto)")  # fmt: skip
+    if opts["connections"] is not None and len(opts["connections"]) != 1:
+        raise click.UsageError("--soak holds one number of connections, e.g. --connections 64")
 
 
 def _bench(opts: dict[str, Any], url: str, pid: int | None, ready: float | None, generator: str) -> dict:
@@ -167,6 +207,51 @@ def _bench(opts: dict[str, Any], url: str, pid: int | None, ready: float | None,
     })  # fmt: skip
 
 
+def _soak(opts: dict[str, Any], url: str, pid: int | None, ready: float | None, generator: str) -> dict:
+    target = asyncio.run(_describe(url, opts["model_name"]))
+    prices = scenarios.windows(opts["window_count"], target.look_back)
+    # /predict/live needs market data the daemon may not have (yfinance offline): then the mix goes without it.
+    chosen = asyncio.run(_check(url, [scenarios.build(name, target, prices) for name in soak.MIX], optional={"live"}))
+    mix = soak.schedule(chosen)
+    connections, seconds = opts["connections"][0], opts["soak_seconds"]
+    warmup = soak.warmup_seconds(seconds)
+    source = f"pid {pid}, from /proc" if pid else f"from its /metrics {RESIDENT_MEMORY}"
+
+    where = f"pid {pid}" if pid else "pid unknown: not a local daemon, or not permitted to see it"
+    click.echo(f"daemon {url} ({where}), model {target.name} ({target.variant}), look_back {target.look_back}")
+    click.echo(f"soak: {generator}, {connections} connections for {seconds:g} s, {os.cpu_count()} CPUs shared with the daemon")
+    click.echo("mix (weight of each route): " + ", ".join(f"{s.title} {soak.MIX[s.name]}" for s in chosen))
+    click.echo(f"warm-up: the first {warmup:g} s (the first {soak.WARMUP_SHARE * 100:g} % of the run, at most "
+               f"{soak.WARMUP_CAP:g} s); memory growth is measured from its end")  # fmt: skip
+    if ready is not None:
+        click.echo(f"start to ready: {ready:.3f} s (process spawn to its READY=1)")
+    load_before = os.getloadavg()
+    click.echo(f"machine load average before: {_loadavg(load_before)}")
+
+    def progress(elapsed: float, tally: aio.Tally, rss: int | None) -> None:
+        click.echo(f"  {elapsed:5.0f} s: {tally.requests:,} requests, {tally.errors():,} failed, resident {mb(rss)}")
+
+    tally, samples = asyncio.run(soak.run(url, mix, connections, seconds, pid, progress))
+    load_after = os.getloadavg()
+    mem = soak.memory(samples, warmup)
+    verdict = soak.verdict(tally.errors(), mem)
+
+    click.echo("")
+    click.echo(soak_table(tally, chosen, connections))
+    click.echo("")
+    click.echo(soak_failures(tally, chosen))
+    click.echo(soak_memory(mem, source))
+    click.echo(f"machine load average after: {_loadavg(load_after)} (load from other processes skews the figures)")
+    click.echo(soak_verdict(verdict))
+    command = reproduce(opts, generator)
+    click.echo(f"\nreproduce: {command}")
+    return soak_json(tally, chosen, connections, samples, mem, verdict, {
+        "command": command, "url": url, "model": target.name, "variant": target.variant, "generator": generator,
+        "cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": load_after, "ready_seconds": ready,
+        "warmup_seconds": warmup, "memory_source": "proc" if pid else "metrics",
+    })  # fmt: skip
+
+
 def _loadavg(figures: tuple[float, float, float]) -> str:
     return " ".join(f"{v:.2f}" for v in figures) + " (1, 5, 15 min)"
 
@@ -199,15 +284,23 @@ async def _describe(url: str, model_name: str | None) -> Target:
             raise click.ClickException(f"cannot describe the daemon's models at {url}: {exc!r}") from exc
 
 
-async def _check(url: str, chosen: list[Scenario]) -> None:
-    """One request per route before any load: a benchmark of error answers measures nothing."""
+async def _check(url: str, chosen: list[Scenario], optional: Collection[str] = ()) -> list[Scenario]:
+    """One request per route before any load: a benchmark of error answers measures nothing.
+    The scenarios that answered 200; one named in ``optional`` that did not is left out, saying why."""
+    answered = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         for scenario in chosen:
-            async with session.post(url + scenario.path, data=scenario.bodies[0],
-                                    headers={"Content-Type": "application/json"}) as response:  # fmt: skip
-                if response.status != 200:
-                    text = await response.text()
-                    raise click.ClickException(f"{scenario.title} answered {response.status}: {text[:500]}")
+            post = scenario.method == "POST"
+            async with session.request(scenario.method, url + scenario.path, data=scenario.bodies[0] if post else None,
+                                       headers=aio.HEADERS if post else None) as response:  # fmt: skip
+                if response.status == 200:
+                    answered.append(scenario)
+                    continue
+                text = (await response.text())[:500]
+            if scenario.name not in optional:
+                raise click.ClickException(f"{scenario.title} answered {response.status}: {text}")
+            click.echo(f"{scenario.title} left out: it answered {response.status}: {text}")
+    return answered
 
 
 def reproduce(opts: dict[str, Any], generator: str) -> str:
@@ -216,11 +309,18 @@ def reproduce(opts: dict[str, Any], generator: str) -> str:
     env = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIX)] if opts["start"] else []
     args = ["lstm-predictor", "bench"]
     args += ["--start", "--models", str(opts["models"])] if opts["start"] else ["--url", opts["url"]]
+    if opts["market_data"]:
+        args += ["--market-data", str(opts["market_data"])]
     if opts["model_name"]:
         args += ["--model", opts["model_name"]]
-    for name in opts["scenario_names"] or scenarios.NAMES:
-        args += ["--scenario", name]
-    args += ["--connections", ",".join(map(str, opts["connections"])), "--duration", f"{opts['duration']:g}"]
+    if opts["soak_seconds"] is not None:
+        args += ["--soak", f"{opts['soak_seconds']:g}"]
+    else:
+        for name in opts["scenario_names"] or scenarios.NAMES:
+            args += ["--scenario", name]
+    args += ["--connections", ",".join(map(str, opts["connections"]))]
+    if opts["soak_seconds"] is None:
+        args += ["--duration", f"{opts['duration']:g}"]
     args += ["--generator", generator, "--windows", str(opts["window_count"])]
     if generator == "wrk":
         args += ["--threads", str(opts["threads"])]

@@ -1,16 +1,20 @@
 """The bench's printed report: one row per scenario and concurrency, then memory,
-start-up, the Keras comparison and the command that reproduces the run."""
+start-up, the Keras comparison and the command that reproduces the run; or a
+soak's rows per route, its failures, its memory and its verdict."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from .aio import Tally
 from .keras_baseline import KerasResult
 from .loadgen import LoadResult
 from .scenarios import FORECAST_DAYS, Scenario
 from .server_metrics import ServerView
+from .soak import Memory, Sample, Verdict
 
 MB = 1024 * 1024
 
@@ -54,12 +58,17 @@ def table(rows: list[Row]) -> str:
             _ms(server.mean_seconds), "-" if server.mean_batch is None else f"{server.mean_batch:.1f}",
             "-" if row.cpu_per_request is None else f"{row.cpu_per_request * 1e6:.0f}",
         ))  # fmt: skip
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return columns(lines, rule=True)
+
+
+def columns(lines: list[tuple[str, ...]], rule: bool = False) -> str:
+    """Aligned columns: the first left-aligned, the figures right-aligned; ``rule`` underlines the first line."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     out = []
     for n, line in enumerate(lines):
         cells = [line[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(line[1:], widths[1:])]
         out.append("  ".join(cells))
-        if n == 0:
+        if rule and n == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
 
@@ -103,10 +112,7 @@ def keras_comparison(
         "start to ready", f"{keras.ready_seconds:.2f} s",
         "-" if ready_seconds is None else f"{ready_seconds:.2f} s", _ratio(keras.ready_seconds, ready_seconds),
     ))  # fmt: skip
-    widths = [max(len(line[i]) for line in lines) for i in range(4)]
-    return "\n".join(
-        "  ".join([line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])]) for line in lines
-    )
+    return columns(lines)
 
 
 def as_json(rows: list[Row], extra: dict[str, Any]) -> dict[str, Any]:
@@ -122,4 +128,63 @@ def as_json(rows: list[Row], extra: dict[str, Any]) -> dict[str, Any]:
             }
             for r in rows
         ],
+    }  # fmt: skip
+
+
+def soak_table(tally: Tally, scenarios: Sequence[Scenario], connections: int) -> str:
+    """One row per route of the mix, then all routes together."""
+    lines = [("route", "share", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors")]
+    total = tally.requests
+    for title, load in [(s.title, tally.result(connections, s.name)) for s in scenarios] + [
+        ("all routes", tally.result(connections))
+    ]:
+        share = f"{load.requests / total * 100:.0f} %" if total else "-"
+        lines.append((title, share, f"{load.requests:,}", f"{load.rps:,.0f}", _ms(load.p50), _ms(load.p90),
+                      _ms(load.p99), f"{load.errors:,}"))  # fmt: skip
+    return columns(lines, rule=True)
+
+
+def soak_failures(tally: Tally, scenarios: Sequence[Scenario]) -> str:
+    """The failed requests by route and HTTP status (or the client's exception)."""
+    if not tally.failures:
+        return "failed requests: none (every answer was a 2xx)"
+    titles = {s.name: s.title for s in scenarios}
+    lines = [("failed requests", "status", "count")]
+    for (name, status), count in sorted(tally.failures.items(), key=lambda item: -item[1]):
+        lines.append((titles.get(name, name), status, f"{count:,}"))
+    return columns(lines, rule=True)
+
+
+def soak_memory(mem: Memory | None, source: str) -> str:
+    if mem is None:
+        return f"daemon resident memory ({source}): no reading after the warm-up"
+    return (
+        f"daemon resident memory ({source}, {mem.samples} readings): "
+        f"{mb(mem.warm)} after the warm-up (first {mem.warmup_seconds:g} s), {mb(mem.end)} at the end, "
+        f"max {mb(mem.peak)}; growth after the warm-up {mem.growth_pct:+.1f} %"
+    )
+
+
+def soak_verdict(verdict: Verdict) -> str:
+    return f"verdict: {'PASS' if verdict.passed else 'FAIL'} ({'; '.join(verdict.reasons)})"
+
+
+def soak_json(
+    tally: Tally, scenarios: Sequence[Scenario], connections: int, samples: Sequence[Sample], mem: Memory | None,
+    verdict: Verdict, extra: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    def figures(name: str | None) -> dict[str, Any]:
+        load = tally.result(connections, name)
+        return {"requests": load.requests, "errors": load.errors, "rps": load.rps,
+                "p50": load.p50, "p90": load.p90, "p99": load.p99}  # fmt: skip
+
+    return {
+        **extra,
+        "connections": connections, "seconds": tally.seconds, **figures(None),
+        "routes": [{"scenario": s.name, "title": s.title, "route": s.route, **figures(s.name)} for s in scenarios],
+        "failures": [{"scenario": name, "status": status, "count": count}
+                     for (name, status), count in sorted(tally.failures.items())],
+        "memory": None if mem is None else {**asdict(mem), "growth_pct": mem.growth_pct},
+        "memory_samples": [[t, rss] for t, rss in samples],
+        "verdict": {"passed": verdict.passed, "reasons": list(verdict.reasons)},
     }  # fmt: skip

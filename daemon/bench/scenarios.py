@@ -1,4 +1,5 @@
-"""The requests a benchmark sends: one body per price window, for each route measured.
+"""The requests a benchmark sends: one body per price window, for each route measured,
+and the GET routes a soak mixes in.
 
 The windows are seeded random walks at a PETR4-like price level: an LSTM's
 cost does not depend on the values it reads, and seeded windows make every
@@ -14,6 +15,11 @@ import numpy as np
 
 FORECAST_DAYS = 30
 NAMES = ("predict", "forecast", "v2")
+# A soak's routes: the inference routes, forecasts of every length a client
+# might ask for, live predictions from the daemon's market data, and the
+# probes and scrapes a supervisor and Prometheus send.
+SOAK_NAMES = ("predict", "forecasts", "v2", "live", "health", "metrics")
+FORECAST_HORIZONS = (1, 2, 5, 10, 20, 30)
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,8 @@ class Scenario:
     title: str
     path: str
     route: str  # the route template, as the daemon labels its metrics
-    bodies: tuple[bytes, ...]
+    bodies: tuple[bytes, ...]  # empty bodies for GET
+    method: str = "POST"
 
 
 def windows(count: int, look_back: int, seed: int = 0) -> np.ndarray:
@@ -43,7 +50,7 @@ def windows(count: int, look_back: int, seed: int = 0) -> np.ndarray:
 
 
 def build(name: str, target: Target, prices: np.ndarray) -> Scenario:
-    """The scenario ``name`` (one of :data:`NAMES`) for ``target`` over the given windows."""
+    """The scenario ``name`` (one of :data:`NAMES` or :data:`SOAK_NAMES`) for ``target`` over the given windows."""
     encode = msgspec.json.encode
     model = target.name
     rows = [row.tolist() for row in prices]
@@ -67,4 +74,17 @@ def build(name: str, target: Target, prices: np.ndarray) -> Scenario:
             "/v2/models/{name}/infer",
             tuple(encode({"inputs": [{**tensor, "data": r}]}) for r in rows),
         )
-    raise ValueError(f"unknown scenario {name!r}; expected one of {', '.join(NAMES)}")
+    if name == "forecasts":
+        horizons = FORECAST_HORIZONS
+        return Scenario(
+            name,
+            f"POST /predict/forecast ({horizons[0]}-{horizons[-1]} days, given prices)",
+            "/predict/forecast",
+            "/predict/forecast",
+            tuple(encode({"symbol": model, "prices": r, "days": horizons[i % len(horizons)]}) for i, r in enumerate(rows)),
+        )
+    if name == "live":
+        return Scenario(name, "POST /predict/live", "/predict/live", "/predict/live", (encode({"symbol": model}),))
+    if name in ("health", "metrics"):
+        return Scenario(name, f"GET /{name}", f"/{name}", f"/{name}", (b"",), "GET")
+    raise ValueError(f"unknown scenario {name!r}; expected one of {', '.join(dict.fromkeys(NAMES + SOAK_NAMES))}")

@@ -1,4 +1,4 @@
-"""The daemon's own view of a run, from two scrapes of its ``/metrics``.
+"""The daemon's own view of a run, from two scrapes of its ``/metrics`` (and its memory, from one).
 
 Client latencies include the HTTP round trip and the load generator's share
 of the CPU; the request-duration histogram's sum and count give the mean time
@@ -16,18 +16,36 @@ from prometheus_client.parser import text_string_to_metric_families
 
 REQUEST_SECONDS = "lstm_predictor_http_request_duration_seconds"
 BATCH_SIZE = "lstm_predictor_inference_batch_size"
+RESIDENT_MEMORY = "process_resident_memory_bytes"
 
 Totals = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-async def scrape(session: aiohttp.ClientSession, base_url: str) -> Totals:
-    """Sums and counts of the two histograms, keyed by (sample name, labels); empty if unavailable."""
+async def _exposition(session: aiohttp.ClientSession, base_url: str) -> str | None:
+    """The daemon's /metrics text; None if unavailable."""
     try:
         async with session.get(base_url.rstrip("/") + "/metrics") as response:
             if response.status != 200:
-                return {}
-            text = await response.text()
+                return None
+            return await response.text()
     except (asyncio.TimeoutError, aiohttp.ClientError):
+        return None
+
+
+async def resident_bytes(session: aiohttp.ClientSession, base_url: str) -> int | None:
+    """The daemon's resident memory as it reports it (``process_resident_memory_bytes``):
+    the way to watch a daemon whose pid is not ours to see; None if unavailable."""
+    text = await _exposition(session, base_url)
+    for family in text_string_to_metric_families(text or ""):
+        if family.name == RESIDENT_MEMORY and family.samples:
+            return int(family.samples[0].value)
+    return None
+
+
+async def scrape(session: aiohttp.ClientSession, base_url: str) -> Totals:
+    """Sums and counts of the two histograms, keyed by (sample name, labels); empty if unavailable."""
+    text = await _exposition(session, base_url)
+    if text is None:
         return {}
     totals: Totals = {}
     for family in text_string_to_metric_families(text):
