@@ -71,9 +71,23 @@ class Engine:
         ratios = self.run_normalised(x).astype(np.float64)
         return Prediction(prices=denormalise(ratios, refs), ratios=ratios, refs=refs)
 
-    def warm_up(self) -> Prediction:
-        """One inference on a flat window, so the first real request pays no lazy initialisation."""
-        return self.predict(np.ones((1, self.look_back)))
+    def warm_up(self) -> None:
+        """A batched inference on flat windows, so the first real request pays no lazy
+        initialisation, and a graph that loads but cannot serve is refused (BundleError)
+        before any request reaches it: one that fails to run, or that answers other than
+        one finite value per window (its declared output shape is only a claim)."""
+        windows = 2  # more than one: a graph that ignores the batch dimension shows here
+        x, _ = normalise(np.ones((windows, self.look_back)), self.bundle.normalisation)
+        where = f"bundle {self.bundle.path}"
+        try:
+            ratios = self.run_normalised(x)
+        except Exception as exc:  # onnxruntime's errors are untyped
+            raise BundleError(f"{where}: the warm-up inference failed ({exc})") from exc
+        if ratios.shape != (windows,) or not np.isfinite(ratios).all():
+            raise BundleError(
+                f"{where}: the warm-up inference answered {ratios.size} value(s) {ratios.tolist()[:4]} "
+                f"for {windows} windows; expected one finite value per window"
+            )
 
 
 def _open_session(model_file: Path, bundle: Bundle) -> ort.InferenceSession:

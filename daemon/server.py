@@ -150,7 +150,9 @@ class Daemon:
         self.notifier.reloading(f"reloading models from {self.config.models}")
         try:
             registry = await asyncio.to_thread(load_registry, self.config, self.metrics)
-        except BundleError as exc:
+        except Exception as exc:  # whatever went wrong, the models being served keep serving
+            if not isinstance(exc, BundleError):  # a bug rather than a bad bundle: keep its traceback
+                log.exception("reload raised an unexpected error")
             message = f"reload failed, still serving {', '.join(state.registry.names)}: {exc}"
             log.error("%s", message)
             state.record_reload(False, message)
