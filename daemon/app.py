@@ -9,7 +9,7 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from . import docs, openapi, routes_predict, routes_service
+from . import access, docs, openapi, routes_predict, routes_service
 from .batching import BatcherClosedError, QueueFullError
 from .errors import ApiError, MalformedRequest, NotFound, Unavailable, error_body, is_v2
 from .kserve import routes as kserve_routes
@@ -23,9 +23,13 @@ CLIENT_CLOSED = 499
 
 
 def create_app(state: DaemonState) -> web.Application:
+    config = state.config
+    # Outermost first: every answer is counted; CORS headers go on error answers too; the token
+    # is checked before a body is read, so a client without it cannot make the daemon wait for one.
     app = web.Application(
-        client_max_size=state.config.max_body_bytes,
-        middlewares=[_record_requests(state), _render_errors(state)],
+        client_max_size=config.max_body_bytes,
+        middlewares=[_record_requests(state), *access.cors_middlewares(config), _render_errors(state),
+                     *access.token_middlewares(config), _read_body(config.body_timeout)],
     )
     app[STATE] = state
     for module in (routes_service, routes_predict, kserve_routes, openapi, docs):
@@ -62,6 +66,25 @@ def _record_requests(state: DaemonState):
             metrics.request_finished(route_label(request), request.method, status, time.perf_counter() - started)
 
     return record_requests
+
+
+def _read_body(timeout: float):
+    """Read each request body here, within ``timeout`` seconds, before any handler: a client
+    trickling its body would otherwise hold a handler (and its connection) indefinitely, as
+    aiohttp's idle timer is off while a request is being handled. Handlers then get the
+    body from memory (``request.read()`` returns what was read)."""
+
+    @web.middleware
+    async def read_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.can_read_body:
+            try:
+                await asyncio.wait_for(request.read(), timeout)
+            except asyncio.TimeoutError:  # not yet the builtin TimeoutError on Python 3.10
+                raise ApiError(f"the request body did not arrive within {timeout:g} s (body_timeout)",
+                               status=408, code="body_timeout") from None
+        return await handler(request)
+
+    return read_body
 
 
 def _render_errors(state: DaemonState):

@@ -15,9 +15,11 @@ The service this daemon replaces was configured by ``MODEL_PATH``,
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import math
 import os
+import stat
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +37,8 @@ SYSTEM_MODELS_DIR = Path("/var/lib/lstm-predictor/models")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 VARIANTS = ("fp32", "int8")
 KERAS_SUFFIXES = (".keras", ".h5")
+LOOPBACK_NAMES = ("localhost",)
+MIN_TOKEN_LENGTH = 16
 
 
 class ConfigError(Exception):
@@ -103,6 +107,39 @@ def _path(value: Any) -> Path:
 
 def _market_data(value: Any) -> str:
     """``yfinance`` or a directory of ``<SYMBOL>.csv`` files (checked to exist)."""
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"expected true or false (or 1/0, yes/no), got {value!r}")
+
+
+def _origins(value: Any) -> tuple[str, ...]:
+    """Browser origins (``https://app.example.com``, ``http://localhost:3000``) or ``*``, as a
+    comma-separated string or a TOML list; an empty string is none (CORS off)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
+        raise ValueError(f"expected comma-separated origins, got {value!r}")
+    origins = []
+    for item in (item.strip() for item in items):
+        if not item:
+            continue
+        if item != "*":
+            # An Origin header is scheme://host[:port] and nothing else; a path here would
+            # silently never match, so it is refused instead.
+            scheme, sep, rest = item.partition("://")
+            if scheme not in ("http", "https") or not sep or not rest.rstrip("/") or "/" in rest.rstrip("/"):
+                raise ValueError(f"{item!r} is not an origin like https://app.example.com or http://localhost:3000")
+            item = item.rstrip("/").lower()
+        origins.append(item)
+    return tuple(dict.fromkeys(origins))
+
+
     text = _text(value)
     if text.lower() == "yfinance":
         return "yfinance"
@@ -120,6 +157,7 @@ class Option:
     metavar: str = "TEXT"
 
     @property
+    is_flag: bool = False  # a command-line switch (--x / --no-x); a value elsewhere
     def env(self) -> str:
         return ENV_PREFIX + self.name.upper()
 
@@ -150,6 +188,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("drain_timeout", _seconds, "Seconds a shutdown waits for in-flight requests.", "SECONDS"),
 )
 OPTION_BY_NAME = {option.name: option for option in OPTIONS}
+    Option("idle_timeout", _seconds, "Seconds a connection may take to send a complete request head, "
+           "first or kept-alive, before it is closed.", "SECONDS"),
+    Option("body_timeout", _seconds, "Seconds a request body may take to arrive; slower is a 408.", "SECONDS"),
+    Option("allow_remote", _bool, "Allow listening on a non-loopback address without a token file.",
+           is_flag=True),
+    Option("token_file", _path, "File holding the bearer token every route but /health, /v2/health/live "
+           "and /metrics requires.", "FILE"),
+    Option("metrics_auth", _bool, "/metrics requires the bearer token too.", is_flag=True),
+    Option("cors_origins", _origins, "Comma-separated browser origins allowed to call the API (default: "
+           "none, CORS off).", "ORIGINS"),
 
 
 @dataclass(frozen=True)
@@ -171,6 +219,16 @@ class Config:
     drain_timeout: float = 30.0
     # From the legacy METADATA_PATH / LOOK_BACK: what every served bundle must agree with.
     expect_look_back: int | None = None
+    # Above a 15 s Prometheus scrape interval, so a scraper's kept-alive connection is reused
+    # rather than closed just as the next scrape is sent on it.
+    idle_timeout: float = 30.0
+    body_timeout: float = 10.0
+    allow_remote: bool = False
+    token_file: Path | None = None
+    metrics_auth: bool = False
+    cors_origins: tuple[str, ...] = ()
+    # The content of token_file, read once at start; kept out of repr() so it is never logged.
+    token: str | None = field(default=None, repr=False, compare=False)
     expect_symbol: str | None = None
     # Where each setting came from ("flag", "env LSTM_PREDICTOR_PORT", "file /etc/...", "default").
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -207,7 +265,7 @@ def load_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = No
         else:
             origins[option.name] = "default"
     config = Config(**values, origins=origins)
-    return _legacy(config, env)
+    return _check_access(_legacy(config, env))
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -228,6 +286,62 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 
 def _legacy(config: Config, env: Mapping[str, str]) -> Config:
     """Apply the old service's ``MODEL_PATH``, ``METADATA_PATH`` and ``LOOK_BACK``.
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` serves this machine only: 127.0.0.0/8, ::1 or ``localhost``. Any other
+    name may resolve to a public address, so it counts as remote."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_access(config: Config) -> Config:
+    """Read the token file, and refuse to serve beyond this machine unprotected by mistake."""
+    if config.token_file is not None:
+        config = dataclasses.replace(config, token=_read_token(config.token_file, config.origins["token_file"]))
+    elif config.metrics_auth:
+        raise ConfigError(f"{config.origins['metrics_auth']}: metrics_auth needs a token_file to check against")
+    if not is_loopback(config.host) and not config.allow_remote and config.token is None:
+        raise ConfigError(
+            f"{config.origins['host']}: refusing to listen on non-loopback address {config.host!r} without "
+            "protection; set a token file (--token-file FILE) or allow open remote access (--allow-remote)"
+        )
+    return config
+
+
+def _read_token(path: Path, origin: str) -> str:
+    """The bearer token: the file's content without surrounding whitespace.
+
+    Refused when unreadable, empty, too short to resist guessing, or not one line of
+    printable ASCII (what an ``Authorization`` header can carry). A file others may read
+    is allowed (container secrets are often mode 0444) but warned about at start.
+    """
+    try:
+        token = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not ASCII text"
+        raise ConfigError(f"{origin}: the token file {path} cannot be read ({reason})") from None
+    if len(token) < MIN_TOKEN_LENGTH or not all("!" <= char <= "~" for char in token):
+        raise ConfigError(
+            f"{origin}: the token file {path} must hold one token of at least {MIN_TOKEN_LENGTH} printable "
+            "characters without spaces (e.g. the output of: openssl rand -hex 32)"
+        )
+    return token
+
+
+def token_file_exposure(path: Path) -> str | None:
+    """A warning when users other than the owner may read the token file, else None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        return f"the token file {path} is readable by other users (mode {stat.filemode(mode)}); chmod 600 it"
+    return None
+
+
 
     ``MODEL_PATH`` named a ``.keras`` file; the daemon serves ONNX bundles, so it
     may now name a bundle folder or the ``model.onnx`` inside one. A Keras file

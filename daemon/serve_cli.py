@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,20 +17,47 @@ from typing import Any
 
 import click
 
-from .config import CONFIG_ENV, OPTIONS, Config, ConfigError, load_config
+from .config import (
+    CONFIG_ENV,
+    OPTIONS,
+    Config,
+    ConfigError,
+    load_config,
+    token_file_exposure,
+)
+
+log = logging.getLogger("lstm_predictor.daemon")
 
 EXIT_STARTUP_FAILED = 1
 EXIT_BAD_CONFIG = 2
+
+
+def raise_open_file_limit() -> None:
+    """Raise the soft limit on open files to the hard limit. Every connection, idle or not,
+    holds a descriptor until idle_timeout closes it; at the usual soft limit of 1024 a burst
+    of idle clients would make accept() fail and starve every other client, while the hard
+    limit (LimitNOFILE= in the systemd unit) is what the administrator actually allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:  # e.g. an unlimited hard limit the kernel caps lower
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, exc)
 
 
 def _option_flags(command: Callable[..., Any]) -> Callable[..., Any]:
     defaults = Config()
     for option in reversed(OPTIONS):
         default = getattr(defaults, option.name)
-        shown = "" if default is None else f"default: {default}; "
+        shown = "" if default in (None, ()) else f"default: {default}; "
+        text = f"{option.help} [{shown}env: {option.env}]"
         # default=None: a flag not given must not hide the environment or the config file.
-        command = click.option(option.flag, option.name, default=None, metavar=option.metavar,
-                               help=f"{option.help} [{shown}env: {option.env}]")(command)
+        if option.is_flag:
+            negative = "--no-" + option.flag.removeprefix("--")
+            command = click.option(f"{option.flag}/{negative}", option.name, default=None, help=text)(command)
+        else:
+            command = click.option(option.flag, option.name, default=None, metavar=option.metavar,
+                                   help=text)(command)
     return command
 
 
@@ -50,6 +78,10 @@ def serve(config_file: Path | None, **flags: str | None) -> None:
     )
     # Imported here so that --help and configuration errors stay instant.
     from .server import StartupError
+    warning = config.token_file and token_file_exposure(config.token_file)
+    if warning:
+        log.warning("%s", warning)
+    raise_open_file_limit()
     from .server import serve as run
 
     try:

@@ -71,8 +71,10 @@ class Daemon:
         market = MarketDataService(price_source(config), ttl=config.market_data_ttl,
                                    timeout=config.market_data_timeout, metrics=self.metrics)
         self.state = state = DaemonState(config=config, registry=registry, metrics=self.metrics, market=market)
+        # keepalive_timeout: aiohttp closes a connection that has not sent a complete request head
+        # this long after it opened or after its last answer (slow-loris headers, idle clients).
         runner = web.AppRunner(create_app(state), access_log=None, handle_signals=False,
-                               shutdown_timeout=config.drain_timeout)
+                               shutdown_timeout=config.drain_timeout, keepalive_timeout=config.idle_timeout)
         await runner.setup()
         try:
             site = web.TCPSite(runner, config.host, config.port)

@@ -1,0 +1,120 @@
+"""Who may call the daemon: the bearer token and the browser origins (CORS).
+
+Both are off by default, when the daemon listens on loopback only (see
+:func:`lstm_predictor.daemon.config.is_loopback`). With a token file, every
+route except liveness (and ``/metrics`` unless ``metrics_auth``) requires
+``Authorization: Bearer <token>``, so a load balancer or a scraper needs no
+secret. With ``cors_origins``, browsers on those origins may call the API:
+preflights are answered and responses carry ``Access-Control-Allow-Origin``.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+from .config import Config
+from .errors import ApiError
+
+# Liveness must answer without the secret: load balancers, Docker and Kubernetes probes carry none.
+OPEN_PATHS = frozenset({"/health", "/v2/health/live"})
+METRICS_PATH = "/metrics"
+BEARER = "bearer"
+# Request headers a browser may send cross-origin beyond the safelisted ones.
+CORS_REQUEST_HEADERS = "Authorization, Content-Type, Content-Encoding, Inference-Header-Content-Length"
+# Response headers a browser script may read beyond the safelisted ones.
+CORS_EXPOSED_HEADERS = "Retry-After, WWW-Authenticate, Inference-Header-Content-Length"
+CORS_MAX_AGE = "600"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={hdrs.WWW_AUTHENTICATE: "Bearer"})
+
+
+def requires_token(config: Config, path_template: str | None) -> bool:
+    """Whether a request to the route ``path_template`` (None: no route matched) needs the token."""
+    if config.token is None:
+        return False
+    if path_template == METRICS_PATH:
+        return config.metrics_auth
+    return path_template not in OPEN_PATHS
+
+
+def route_template(request: web.Request) -> str | None:
+    """The matched route's template (``/v2/models/{name}``), None for a path no route serves.
+
+    Decisions go by the route, never by the raw path, so no spelling of a URL can
+    reach a protected handler through an open route's name.
+    """
+    resource = request.match_info.route.resource
+    return None if resource is None else resource.canonical
+
+
+def cors_middlewares(config: Config) -> list:
+    """The CORS middleware when ``cors_origins`` names any origin."""
+    return [_cors(config.cors_origins)] if config.cors_origins else []
+
+
+def token_middlewares(config: Config) -> list:
+    """The bearer-token check when a token file is configured."""
+    if config.token is None:
+        return []
+    return [_require_token(config, config.token)]
+
+
+def _require_token(config: Config, token: str):
+    expected = token.encode("ascii")
+
+    @web.middleware
+    async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if requires_token(config, route_template(request)):
+            scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").strip().partition(" ")
+            if scheme.lower() != BEARER or not credentials.strip():
+                raise Unauthorized("this endpoint requires an Authorization: Bearer <token> header")
+            # Constant time: how long the comparison takes says nothing about how much matched.
+            if not hmac.compare_digest(credentials.strip().encode("utf-8", "replace"), expected):
+                raise Unauthorized("the bearer token is not valid")
+        return await handler(request)
+
+    return require_token
+
+
+def _cors(origins: tuple[str, ...]):
+    any_origin = "*" in origins
+
+    def allowed(origin: str | None) -> str | None:
+        """The Access-Control-Allow-Origin value for ``origin``, or None when it is not allowed."""
+        if origin is None:
+            return None
+        if any_origin:
+            return "*"
+        return origin if origin.lower() in origins else None
+
+    @web.middleware
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        allow_origin = allowed(request.headers.get(hdrs.ORIGIN))
+        if allow_origin is None:
+            return await handler(request)
+        unmatched = request.match_info.http_exception
+        if (request.method == hdrs.METH_OPTIONS and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
+                and isinstance(unmatched, web.HTTPMethodNotAllowed)):
+            # A preflight for a route that exists (OPTIONS itself is served by no route).
+            response: web.StreamResponse = web.Response(status=204, headers={
+                hdrs.ACCESS_CONTROL_ALLOW_METHODS: ", ".join(sorted(unmatched.allowed_methods)),
+                hdrs.ACCESS_CONTROL_ALLOW_HEADERS: CORS_REQUEST_HEADERS,
+                hdrs.ACCESS_CONTROL_MAX_AGE: CORS_MAX_AGE,
+            })
+        else:
+            response = await handler(request)
+            response.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = CORS_EXPOSED_HEADERS
+        response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = allow_origin
+        if not any_origin:
+            response.headers.add(hdrs.VARY, hdrs.ORIGIN)  # caches must not serve one origin's answer to another
+        return response
+
+    return cors
