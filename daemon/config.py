@@ -105,8 +105,6 @@ def _path(value: Any) -> Path:
     return Path(_text(value)).expanduser()
 
 
-def _market_data(value: Any) -> str:
-    """``yfinance`` or a directory of ``<SYMBOL>.csv`` files (checked to exist)."""
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
@@ -140,6 +138,8 @@ def _origins(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(origins))
 
 
+def _market_data(value: Any) -> str:
+    """``yfinance`` or a directory of ``<SYMBOL>.csv`` files (checked to exist)."""
     text = _text(value)
     if text.lower() == "yfinance":
         return "yfinance"
@@ -155,9 +155,9 @@ class Option:
     parse: Callable[[Any], Any]
     help: str
     metavar: str = "TEXT"
+    is_flag: bool = False  # a command-line switch (--x / --no-x); a value elsewhere
 
     @property
-    is_flag: bool = False  # a command-line switch (--x / --no-x); a value elsewhere
     def env(self) -> str:
         return ENV_PREFIX + self.name.upper()
 
@@ -186,8 +186,6 @@ OPTIONS: tuple[Option, ...] = (
     Option("market_data_timeout", _seconds, "Seconds a market-data fetch may take before it counts as failed.",
            "SECONDS"),
     Option("drain_timeout", _seconds, "Seconds a shutdown waits for in-flight requests.", "SECONDS"),
-)
-OPTION_BY_NAME = {option.name: option for option in OPTIONS}
     Option("idle_timeout", _seconds, "Seconds a connection may take to send a complete request head, "
            "first or kept-alive, before it is closed.", "SECONDS"),
     Option("body_timeout", _seconds, "Seconds a request body may take to arrive; slower is a 408.", "SECONDS"),
@@ -198,6 +196,8 @@ OPTION_BY_NAME = {option.name: option for option in OPTIONS}
     Option("metrics_auth", _bool, "/metrics requires the bearer token too.", is_flag=True),
     Option("cors_origins", _origins, "Comma-separated browser origins allowed to call the API (default: "
            "none, CORS off).", "ORIGINS"),
+)
+OPTION_BY_NAME = {option.name: option for option in OPTIONS}
 
 
 @dataclass(frozen=True)
@@ -217,8 +217,6 @@ class Config:
     market_data_ttl: float = 300.0
     market_data_timeout: float = 10.0
     drain_timeout: float = 30.0
-    # From the legacy METADATA_PATH / LOOK_BACK: what every served bundle must agree with.
-    expect_look_back: int | None = None
     # Above a 15 s Prometheus scrape interval, so a scraper's kept-alive connection is reused
     # rather than closed just as the next scrape is sent on it.
     idle_timeout: float = 30.0
@@ -229,6 +227,8 @@ class Config:
     cors_origins: tuple[str, ...] = ()
     # The content of token_file, read once at start; kept out of repr() so it is never logged.
     token: str | None = field(default=None, repr=False, compare=False)
+    # From the legacy METADATA_PATH / LOOK_BACK: what every served bundle must agree with.
+    expect_look_back: int | None = None
     expect_symbol: str | None = None
     # Where each setting came from ("flag", "env LSTM_PREDICTOR_PORT", "file /etc/...", "default").
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -284,8 +284,6 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _legacy(config: Config, env: Mapping[str, str]) -> Config:
-    """Apply the old service's ``MODEL_PATH``, ``METADATA_PATH`` and ``LOOK_BACK``.
 def is_loopback(host: str) -> bool:
     """Whether ``host`` serves this machine only: 127.0.0.0/8, ::1 or ``localhost``. Any other
     name may resolve to a public address, so it counts as remote."""
@@ -342,6 +340,8 @@ def token_file_exposure(path: Path) -> str | None:
     return None
 
 
+def _legacy(config: Config, env: Mapping[str, str]) -> Config:
+    """Apply the old service's ``MODEL_PATH``, ``METADATA_PATH`` and ``LOOK_BACK``.
 
     ``MODEL_PATH`` named a ``.keras`` file; the daemon serves ONNX bundles, so it
     may now name a bundle folder or the ``model.onnx`` inside one. A Keras file
