@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler
 
 from .config import Config
 from .errors import ApiError
+from .metrics import route_label
 
 # Liveness must answer without the secret: load balancers, Docker and Kubernetes probes carry none.
 OPEN_PATHS = frozenset({"/health", "/v2/health/live"})
@@ -36,23 +37,17 @@ class Unauthorized(ApiError):
         super().__init__(message, headers={hdrs.WWW_AUTHENTICATE: "Bearer"})
 
 
-def requires_token(config: Config, path_template: str | None) -> bool:
-    """Whether a request to the route ``path_template`` (None: no route matched) needs the token."""
+def requires_token(config: Config, route: str) -> bool:
+    """Whether a request to ``route`` (its template, see :func:`route_label`) needs the token.
+
+    Decisions go by the matched route, never by the raw path, so no spelling of a URL
+    reaches a protected handler under an open route's name; a path no route serves needs
+    the token too, so a client without it cannot probe which paths exist."""
     if config.token is None:
         return False
-    if path_template == METRICS_PATH:
+    if route == METRICS_PATH:
         return config.metrics_auth
-    return path_template not in OPEN_PATHS
-
-
-def route_template(request: web.Request) -> str | None:
-    """The matched route's template (``/v2/models/{name}``), None for a path no route serves.
-
-    Decisions go by the route, never by the raw path, so no spelling of a URL can
-    reach a protected handler through an open route's name.
-    """
-    resource = request.match_info.route.resource
-    return None if resource is None else resource.canonical
+    return route not in OPEN_PATHS
 
 
 def cors_middlewares(config: Config) -> list:
@@ -72,7 +67,7 @@ def _require_token(config: Config, token: str):
 
     @web.middleware
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if requires_token(config, route_template(request)):
+        if requires_token(config, route_label(request)):
             scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").strip().partition(" ")
             if scheme.lower() != BEARER or not credentials.strip():
                 raise Unauthorized("this endpoint requires an Authorization: Bearer <token> header")
