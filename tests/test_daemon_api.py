@@ -167,6 +167,43 @@ def test_an_infinite_price_is_422(daemon: RunningDaemon) -> None:
     assert reply.status == 422 and "$.prices[0]" in error_of(reply)["message"]
 
 
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_literals_are_not_json_and_400(daemon: RunningDaemon, literal: str) -> None:
+    body = json.dumps({"symbol": "TINY3.SA", "prices": window()}).replace("20.0,", f"{literal},", 1)
+    reply = daemon.request("POST", "/predict", body.encode(), {"Content-Type": "application/json"})
+    assert reply.status == 400 and "not valid JSON" in error_of(reply)["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "says"),
+    [
+        ("/predict/forecast", '{"symbol": "TINY3.SA", "days": 1e400}', 422, "$.days"),
+        ("/predict/forecast", '{"symbol": "TINY3.SA", "days": 1' + "0" * 400 + "}", 422, "$.days"),
+        ("/v2/models/TINY3.SA/infer",  # the protocol answers every bad request 400
+         '{"inputs": [{"name": "prices", "shape": [1, 60, 1], "datatype": "FP32", "data": [1e400'
+         + ", 1.0" * 59 + "]}]}", 400, "$.inputs[0].data[0]"),
+    ],
+)
+def test_numbers_beyond_any_float_or_integer_are_refused_naming_the_field(daemon: RunningDaemon, path: str, body: str,
+                                                                          status: int, says: str) -> None:
+    reply = daemon.request("POST", path, body.encode(), {"Content-Type": "application/json"})
+    assert reply.status == status
+    message = reply.json()["error"]
+    assert says in (message if isinstance(message, str) else error_of(reply)["message"])
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", "application/xml"])
+@pytest.mark.parametrize("path", ["/predict", "/v2/models/TINY3.SA/infer"])
+def test_a_body_of_another_media_type_is_400_saying_json_is_expected(daemon: RunningDaemon, path: str,
+                                                                      content_type: str) -> None:
+    # The media type is not checked (curl -d sends form-encoded by default): the body is.
+    body = {"application/xml": b"<prices>1</prices>"}.get(content_type, b"symbol=TINY3.SA&prices=1")
+    reply = daemon.request("POST", path, body, {"Content-Type": content_type})
+    assert reply.status == 400 and reply.headers["Content-Type"].startswith("application/json")
+    message = reply.json()["error"]
+    assert "not valid JSON" in (message if isinstance(message, str) else message["message"])
+
+
 def test_missing_prices_and_a_bad_date_are_422(daemon: RunningDaemon) -> None:
     assert daemon.post("/predict", {"symbol": "TINY3.SA"}).status == 422
     reply = daemon.post("/predict", {"symbol": "TINY3.SA", "prices": window(), "last_date": "9 Feb"})
