@@ -56,7 +56,7 @@ def default_models_dir() -> Path:
 # -- parsers: each takes a string (flag, environment) or a TOML value ----------------------------
 
 
-def _int(minimum: int) -> Callable[[Any], int]:
+def _int(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise ValueError(f"expected an integer, got {value!r}")
@@ -66,6 +66,8 @@ def _int(minimum: int) -> Callable[[Any], int]:
             raise ValueError(f"expected an integer, got {value!r}") from None
         if number < minimum:
             raise ValueError(f"must be at least {minimum}, got {number}")
+        if maximum is not None and number > maximum:
+            raise ValueError(f"must be at most {maximum}, got {number}")
         return number
 
     return parse
@@ -168,7 +170,7 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("host", _text, "Address to listen on."),
-    Option("port", _int(0), "TCP port to listen on (0: any free port).", "INTEGER"),
+    Option("port", _int(0, 65535), "TCP port to listen on (0: any free port).", "INTEGER"),
     Option("models", _path, "Models directory (one bundle per folder), or a single bundle folder.", "DIR"),
     Option("market_data", _market_data, "'yfinance', or a directory of <SYMBOL>.csv files.", "yfinance|DIR"),
     Option("cache_dir", _path, "Where the yfinance source keeps its on-disk cache (default: none).", "DIR"),
@@ -274,7 +276,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
             data = tomllib.load(fh)
     except OSError as exc:
         raise ConfigError(f"config file {path}: cannot be read ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # TOML is UTF-8 text
         raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
     unknown = sorted(set(data) - set(OPTION_BY_NAME))
     if unknown:

@@ -62,7 +62,9 @@ def _option_flags(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.command()
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+# A plain path, unchecked by click: the config loader reports a file it cannot read (missing, a
+# directory) in its one configuration-error line, instead of click's usage message.
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help=f"TOML file with any of the options below as top-level keys [env: {CONFIG_ENV}].")
 @_option_flags
 def serve(config_file: Path | None, **flags: str | None) -> None:

@@ -40,7 +40,7 @@ class DaemonThreads:
         def work() -> None:
             try:
                 result, error = fn(*args), None
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - not swallowed: the caller's await raises it
                 result, error = None, exc
             try:
                 loop.call_soon_threadsafe(finish, result, error)
