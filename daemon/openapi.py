@@ -26,9 +26,12 @@ from aiohttp import web
 
 from lstm_predictor import __version__
 
+from .access import requires_token
+from .config import Config
 from .errors import is_v2
 from .kserve.schemas import V2Error
 from .schemas import ErrorResponse
+from .state import STATE
 
 OPENAPI_VERSION = "3.1.0"
 REF_TEMPLATE = "#/components/schemas/{name}"
@@ -113,8 +116,19 @@ def error_schema(path: str) -> type:
     return V2Error if is_v2(path) else ErrorResponse
 
 
-def build_document(app: web.Application) -> dict[str, Any]:
-    """The OpenAPI document of every route ``app`` serves."""
+BEARER_SCHEME = "bearerAuth"
+_SECURITY_SCHEMES = {
+    BEARER_SCHEME: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The token in the daemon's token file (token_file), sent as Authorization: Bearer <token>.",
+    }
+}
+
+
+def build_document(app: web.Application, config: Config | None = None) -> dict[str, Any]:
+    """The OpenAPI document of every route ``app`` serves; with ``config``, the routes its
+    token protects say so (security requirement and 401 answer)."""
     entries = _described_routes(app)
     types: list[Any] = []
     for path, _, op in entries:
@@ -127,7 +141,14 @@ def build_document(app: web.Application) -> dict[str, Any]:
 
     paths: dict[str, dict[str, Any]] = {}
     for path, (method, handler), op in entries:
-        paths.setdefault(path, {})[method.lower()] = _operation_object(path, method, handler, op, ref)
+        obj = paths.setdefault(path, {})[method.lower()] = _operation_object(path, method, handler, op, ref)
+        if config is not None and requires_token(config, path):
+            obj["security"] = [{BEARER_SCHEME: []}]
+            unauthorized = _error_response(401, ref[error_schema(path)])
+            obj["responses"] = dict(sorted({**obj["responses"], "401": unauthorized}.items()))
+    components: dict[str, Any] = {"schemas": components}
+    if config is not None and config.token is not None:
+        components["securitySchemes"] = _SECURITY_SCHEMES
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -139,7 +160,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
             ),
         },
         "paths": paths,
-        "components": {"schemas": components},
+        "components": components,
     }
 
 
@@ -193,12 +214,13 @@ def _operation_object(
         responses[str(status)] = {"description": http.HTTPStatus(status).phrase, "content": _content("application/json", body, ref)}
     errors = ref[error_schema(path)]
     for status in op.errors:
-        responses[str(status)] = {
-            "description": http.HTTPStatus(status).phrase,
-            "content": {"application/json": {"schema": errors}},
-        }
+        responses[str(status)] = _error_response(status, errors)
     obj["responses"] = dict(sorted(responses.items()))
     return obj
+
+
+def _error_response(status: int, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": http.HTTPStatus(status).phrase, "content": {"application/json": {"schema": schema}}}
 
 
 def _plain(text: str) -> str:
@@ -238,5 +260,6 @@ async def openapi_document(request: web.Request) -> web.Response:
     """This OpenAPI 3.1 document, built from the running daemon's routes."""
     body = _documents.get(request.app)
     if body is None:
-        body = _documents[request.app] = msgspec.json.encode(build_document(request.app))
+        document = build_document(request.app, request.app[STATE].config)
+        body = _documents[request.app] = msgspec.json.encode(document)
     return web.Response(body=body, content_type="application/json")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from daemon_harness import RunningDaemon, free_port, launch, run_to_exit, write_prices
 from lstm_predictor.daemon.config import ConfigError, load_config
+from openapi_spec_validator import OpenAPIV31SpecValidator
 from tiny_bundle import make_tiny_bundle
 
 TOKEN = "9f2c4e7a1b3d5f60a8c9e1d2b4f6a7c8"
@@ -178,6 +179,24 @@ def test_every_route_but_liveness_and_metrics_needs_the_token(guarded: RunningDa
         assert anonymous.headers["WWW-Authenticate"] == "Bearer"
         assert "Authorization: Bearer" in error_message(anonymous)
         assert call(guarded, method, path, bearer()).status == 200, (method, path)
+
+
+def test_the_openapi_document_declares_the_token_on_exactly_the_protected_routes(guarded: RunningDaemon) -> None:
+    document = guarded.request("GET", "/openapi.json", headers=bearer()).json()
+    OpenAPIV31SpecValidator(document).validate()
+    assert document["components"]["securitySchemes"]["bearerAuth"] == {
+        **document["components"]["securitySchemes"]["bearerAuth"], "type": "http", "scheme": "bearer"}
+    for path, item in document["paths"].items():
+        for method, op in item.items():
+            protected = path not in OPEN_ROUTES
+            assert (op.get("security") == [{"bearerAuth": []}]) == protected, (method, path)
+            assert ("401" in op["responses"]) == protected, (method, path)
+
+
+def test_without_a_token_the_openapi_document_declares_none(api_daemon: RunningDaemon) -> None:
+    document = api_daemon.get("/openapi.json").json()
+    assert "securitySchemes" not in document["components"]
+    assert not [path for path, item in document["paths"].items() for op in item.values() if "security" in op]
 
 
 @pytest.mark.parametrize(
