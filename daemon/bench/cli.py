@@ -16,11 +16,11 @@ import aiohttp
 import click
 
 from ..config import ENV_PREFIX
-from . import aio, process, scenarios, soak, wrk
+from . import aio, process, report, scenarios, soak, wrk
 from .keras_baseline import KerasResult
 from .keras_baseline import run as run_keras
 from .loadgen import LoadResult
-from .report import Row, as_json, keras_comparison, mb, soak_failures, soak_json, soak_memory, soak_table, soak_verdict, table
+from .report import Row, as_json, keras_comparison, mb, table
 from .scenarios import FORECAST_DAYS, Scenario, Target
 from .server_metrics import RESIDENT_MEMORY, compare, scrape
 
@@ -237,15 +237,15 @@ def _soak(opts: dict[str, Any], url: str, pid: int | None, ready: float | None, 
     verdict = soak.verdict(tally.errors(), mem)
 
     click.echo("")
-    click.echo(soak_table(tally, chosen, connections))
+    click.echo(report.soak_table(tally, chosen, connections))
     click.echo("")
-    click.echo(soak_failures(tally, chosen))
-    click.echo(soak_memory(mem, source))
+    click.echo(report.soak_failures(tally, chosen))
+    click.echo(report.soak_memory(mem, source))
     click.echo(f"machine load average after: {_loadavg(load_after)} (load from other processes skews the figures)")
-    click.echo(soak_verdict(verdict))
+    click.echo(report.soak_verdict(verdict))
     command = reproduce(opts, generator)
     click.echo(f"\nreproduce: {command}")
-    return soak_json(tally, chosen, connections, samples, mem, verdict, {
+    return report.soak_json(tally, chosen, connections, samples, mem, verdict, {
         "command": command, "url": url, "model": target.name, "variant": target.variant, "generator": generator,
         "cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": load_after, "ready_seconds": ready,
         "warmup_seconds": warmup, "memory_source": "proc" if pid else "metrics",

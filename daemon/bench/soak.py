@@ -33,7 +33,7 @@ WARMUP_SHARE = 0.10
 WARMUP_CAP = 10.0  # seconds
 MAX_GROWTH_PCT = 10.0
 
-Sample = tuple[float, "int | None"]  # (seconds since the load started, resident bytes or None if unreadable)
+Sample = tuple[float, int | None]  # (seconds since the load started, resident bytes or None if unreadable)
 
 
 def warmup_seconds(duration: float) -> float:
@@ -103,7 +103,7 @@ async def _resident(session: aiohttp.ClientSession, base_url: str, pid: int | No
     return await resident_bytes(session, base_url)
 
 
-Progress = Callable[[float, Tally, "int | None"], None]
+Progress = Callable[[float, Tally, int | None], None]
 
 
 async def run(
