@@ -141,7 +141,8 @@ class Notifier:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
                 self._sock.settimeout(_SEND_TIMEOUT_SECONDS)
-            self._sock.sendto(message.encode(), self.address)
+            # backslashreplace: a path in a status may hold undecodable bytes (lone surrogates).
+            self._sock.sendto(message.encode("utf-8", "backslashreplace"), self.address)
         except OSError as exc:
             if not self._failing:
                 shown = self.address.replace("\0", "@", 1)

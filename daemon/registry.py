@@ -190,11 +190,22 @@ def load_registry(config: Config, metrics: Metrics) -> Registry:
 def _load(path: Path, config: Config) -> Engine:
     # A model is served (and labelled in metrics) under its folder name, which is
     # unique in the directory; metadata "name" may repeat when a bundle is copied.
+    # So the name must be text: undecodable bytes could not be put in JSON or a metric label.
+    if not _is_text(path.name):
+        raise BundleError(f"bundle folder {path.name!a} in {path.parent}: the name is not valid UTF-8; rename it")
     bundle = dataclasses.replace(read_bundle(path), name=path.name)
     _check_expectations(bundle, config)
     engine = _open(bundle, config)
     engine.warm_up()
     return engine
+
+
+def _is_text(name: str) -> bool:
+    try:
+        name.encode("utf-8")  # undecodable bytes come through os.listdir as lone surrogates
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _open(bundle: Bundle, config: Config) -> Engine:

@@ -39,7 +39,10 @@ class DaemonState:
         return time.time() - self.started_at
 
     def record_reload(self, ok: bool, message: str) -> None:
-        self.last_reload = ReloadStatus(ok=ok, at=dt.datetime.now(dt.timezone.utc), message=message)
+        # backslashreplace: a path in the message may hold undecodable bytes (lone surrogates),
+        # which no JSON encoder takes; /health must still answer.
+        text = message.encode("utf-8", "backslashreplace").decode("utf-8")
+        self.last_reload = ReloadStatus(ok=ok, at=dt.datetime.now(dt.timezone.utc), message=text)
         self.metrics.reload(ok)
 
 

@@ -276,6 +276,21 @@ def test_a_served_bundle_broken_then_sighup_keeps_serving_the_old_model_until_a_
     assert daemon.stop() == 0
 
 
+def test_a_new_bundle_folder_whose_name_is_not_utf8_fails_the_reload_and_systemd_hears_the_end_of_it(
+        start_daemon, models_dir: Path, notify_listener) -> None:
+    daemon = start_daemon(models_dir, env={"NOTIFY_SOCKET": notify_listener.address})
+    notify_listener.wait_for(lambda m: m.get("READY") == "1")
+    make_tiny_bundle(Path(os.fsdecode(bytes(models_dir) + b"/BAD\xff3.SA")), symbol="BAD3.SA")
+
+    health = reload_and_wait(daemon)
+
+    assert health["status"] == "degraded" and "is not valid UTF-8" in health["last_reload"]["message"]
+    assert list(health["models"]) == [SYMBOL]
+    after_reload = notify_listener.wait_for(lambda m: m.get("READY") == "1" and "reload failed" in m["STATUS"])
+    assert any(m.get("RELOADING") == "1" for m in after_reload)
+    assert daemon.post("/predict", {"prices": WINDOW}).status == 200
+
+
 def test_a_bundle_lying_about_its_output_is_refused_at_start(tmp_path: Path) -> None:
     bundle = make_tiny_bundle(tmp_path / "models" / SYMBOL)
     _replace_graph(_graph_with_a_false_output_shape())(bundle)
