@@ -25,7 +25,7 @@ from .scenarios import Scenario
 from .server_metrics import resident_bytes
 
 # Route weights, in requests per cycle of 18: mostly single predictions (manual
-# and v2), a forecast of some length or a live prediction every third or so,
+# and v2), forecasts of every length and live predictions about a quarter,
 # and health probes and Prometheus scrapes now and then, so their code paths soak too.
 MIX: Mapping[str, int] = {"predict": 6, "v2": 4, "forecasts": 3, "live": 2, "health": 2, "metrics": 1}
 SAMPLE_EVERY = 1.0  # seconds between two readings of the daemon's resident memory
