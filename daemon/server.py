@@ -77,7 +77,9 @@ class Daemon:
                                shutdown_timeout=config.drain_timeout, keepalive_timeout=config.idle_timeout)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, config.host, config.port)
+            # backlog: aiohttp's 128 overflows under a burst of connections (thousands of clients,
+            # or a flood of idle ones), and each dropped SYN costs its client a 1 s retransmit.
+            site = web.TCPSite(runner, config.host, config.port, backlog=1024)
             await site.start()
         except OSError as exc:
             await runner.cleanup()
