@@ -1,10 +1,11 @@
 """Who may call the daemon: the bearer token and the browser origins (CORS).
 
-Both are off by default, when the daemon listens on loopback only (see
+Both are off by default, and then the daemon listens on loopback only unless
+told otherwise (the configuration refuses anything else, see
 :func:`lstm_predictor.daemon.config.is_loopback`). With a token file, every
 route except liveness (and ``/metrics`` unless ``metrics_auth``) requires
-``Authorization: Bearer <token>``, so a load balancer or a scraper needs no
-secret. With ``cors_origins``, browsers on those origins may call the API:
+``Authorization: Bearer <token>``, so a load balancer's probe or a scraper needs
+no secret. With ``cors_origins``, browsers on those origins may call the API:
 preflights are answered and responses carry ``Access-Control-Allow-Origin``.
 """
 
