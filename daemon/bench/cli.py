@@ -151,8 +151,7 @@ def _bench(opts: dict[str, Any], url: str, pid: int | None, ready: float | None,
     rss_before = process.rss_bytes(pid)  # before any inference request of ours
     asyncio.run(_check(url, chosen))
 
-    where = f"pid {pid}" if pid else "pid unknown: not a local daemon, or not permitted to see it"
-    click.echo(f"daemon {url} ({where}), model {model} ({target.variant}), look_back {look_back}")
+    click.echo(_daemon_line(url, pid, target))
     threads = f" ({opts['threads']} thread)" if generator == "wrk" else ""
     click.echo(f"load: {generator}{threads}, {opts['duration']:g} s per run, {os.cpu_count()} CPUs shared with the daemon")
     if ready is not None:
@@ -217,8 +216,7 @@ def _soak(opts: dict[str, Any], url: str, pid: int | None, ready: float | None, 
     warmup = soak.warmup_seconds(seconds)
     source = f"pid {pid}, from /proc" if pid else f"from its /metrics {RESIDENT_MEMORY}"
 
-    where = f"pid {pid}" if pid else "pid unknown: not a local daemon, or not permitted to see it"
-    click.echo(f"daemon {url} ({where}), model {target.name} ({target.variant}), look_back {target.look_back}")
+    click.echo(_daemon_line(url, pid, target))
     click.echo(f"soak: {generator}, {connections} connections for {seconds:g} s, {os.cpu_count()} CPUs shared with the daemon")
     click.echo("mix (weight of each route): " + ", ".join(f"{s.title} {soak.MIX[s.name]}" for s in chosen))
     click.echo(f"warm-up: the first {warmup:g} s (the first {soak.WARMUP_SHARE * 100:g} % of the run, at most "
@@ -250,6 +248,11 @@ def _soak(opts: dict[str, Any], url: str, pid: int | None, ready: float | None, 
         "cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": load_after, "ready_seconds": ready,
         "warmup_seconds": warmup, "memory_source": "proc" if pid else "metrics",
     })  # fmt: skip
+
+
+def _daemon_line(url: str, pid: int | None, target: Target) -> str:
+    where = f"pid {pid}" if pid else "pid unknown: not a local daemon, or not permitted to see it"
+    return f"daemon {url} ({where}), model {target.name} ({target.variant}), look_back {target.look_back}"
 
 
 def _loadavg(figures: tuple[float, float, float]) -> str:
