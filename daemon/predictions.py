@@ -28,6 +28,7 @@ from .trading_calendar import (
     previous_trading_day,
     trading_days_after,
 )
+from .windows import check_predictions
 
 PRICE_DIGITS = 4
 RATIO_DIGITS = 6
@@ -100,6 +101,7 @@ async def forecast(
     (each step's full-precision prediction the newest close of the next step's window,
     ``ServedModel.forecast``); this dates and reports its steps."""
     steps = await run_steps(window, days)
+    check_predictions(steps.prices)  # before the day-to-day changes divide by them
     base_price = float(window[-1])
     previous = base_price
     out: list[ForecastDay] = []

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import msgspec
 import numpy as np
@@ -36,7 +38,7 @@ from .schemas import (
 )
 from .state import STATE, DaemonState
 from .trading_calendar import LAST_DATABLE_DAY, b3_today
-from .windows import WindowError, validate_prices
+from .windows import WindowError, check_predictions, check_scale, validate_prices
 
 TAGS = ("Predictions",)
 routes = web.RouteTableDef()
@@ -52,11 +54,20 @@ def _last_date(value: dt.date | None) -> dt.date | None:
     return value
 
 
-def _window(prices: list[float], model: ServedModel) -> np.ndarray:
+@contextmanager
+def _refused_prices(model: ServedModel) -> Iterator[None]:
+    """A WindowError inside is a 422 naming the model and its look_back."""
     try:
-        return validate_prices(prices, model.look_back)
+        yield
     except WindowError as exc:
         raise InvalidInput(str(exc), code="invalid_prices", details={"model": model.name, "look_back": model.look_back}) from None
+
+
+def _window(prices: list[float], model: ServedModel) -> np.ndarray:
+    with _refused_prices(model):
+        window = validate_prices(prices, model.look_back)
+        check_scale(window, model.bundle.normalisation)
+    return window
 
 
 async def _market_window(state: DaemonState, model: ServedModel) -> tuple[MarketSnapshot, np.ndarray]:
@@ -126,7 +137,8 @@ async def predict_forecast(request: web.Request) -> web.Response:
         last_date = base_date = snapshot.series.end
         data = freshness(snapshot)
     started = time.perf_counter()
-    days = await forecast(model.forecast, window, base_date, body.days)
+    with _refused_prices(model):
+        days = await forecast(model.forecast, window, base_date, body.days)
     seconds = time.perf_counter() - started
     state.metrics.prediction("forecast", model.name, body.days)
     return json_response(forecast_response(
@@ -143,6 +155,8 @@ async def _predict_next(
     started = time.perf_counter()
     prediction = await model.predict(window[None, :])
     seconds = time.perf_counter() - started
+    with _refused_prices(model):
+        check_predictions(prediction.prices)
     state.metrics.prediction(kind, model.name)
     return json_response(prediction_response(
         model_name=model.name, bundle=model.bundle, window=window, prediction=prediction,

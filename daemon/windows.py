@@ -15,6 +15,7 @@ Two rules exist, and a bundle names the one it was trained with:
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -23,6 +24,7 @@ import numpy as np
 Rule = Literal["window_first", "window_last"]
 RULES: tuple[Rule, ...] = ("window_first", "window_last")
 _REFERENCE_COLUMN = {"window_first": 0, "window_last": -1}
+FP32_MAX = float(np.finfo(np.float32).max)
 
 
 class WindowError(ValueError):
@@ -56,13 +58,48 @@ def validate_prices(prices: Sequence[object], look_back: int) -> np.ndarray:
     for i, p in enumerate(prices):
         if isinstance(p, bool) or not isinstance(p, (int, float)):
             raise WindowError(f"prices[{i}] is {p!r}: every price must be a number")
-        value = float(p)
+        try:
+            value = float(p)
+        except OverflowError:  # an int beyond float range (JSON allows any number of digits)
+            value = math.inf
         if not math.isfinite(value):
             raise WindowError(f"prices[{i}] is {p!r}: every price must be finite")
         if value <= 0.0:
             raise WindowError(f"prices[{i}] is {p!r}: every price must be greater than 0")
         out[i] = value
     return out
+
+
+def check_scale(windows: np.ndarray, rule: Rule) -> None:
+    """Raise WindowError for the first window ``(look_back,)`` or ``(n, look_back)`` whose closes
+    are too far apart for the model: their ratios to the reference close are the model's
+    input, and must be finite in float32 (else the model answers inf or NaN, or nonsense)."""
+    windows = np.atleast_2d(windows)
+    with np.errstate(over="ignore"):  # an overflow is what this looks for
+        spans = windows.max(axis=1) / reference_prices(windows, rule)
+    wide = np.flatnonzero(~(spans <= FP32_MAX))
+    if wide.size:
+        b = wide[0]
+        what = "the window" if len(windows) == 1 else f"window {b}"
+        raise WindowError(
+            f"{what} spans too wide a range for the model: its largest close, {float(windows[b].max())!r}, is "
+            f"{spans[b]:.3g} times its reference close ({rule}), beyond the {FP32_MAX:.3g} its float32 input holds"
+        )
+
+
+def check_predictions(prices: np.ndarray, limit: float = sys.float_info.max) -> None:
+    """Raise WindowError for the first predicted price (one per window, or per forecast day)
+    that is not a positive finite number up to ``limit``: closes this extreme are beyond
+    what the model can answer, and an answer of inf, NaN or <= 0 is no price."""
+    prices = np.asarray(prices, dtype=np.float64).reshape(-1)
+    bad = np.flatnonzero(~((prices > 0.0) & (prices <= limit)))  # NaN fails both
+    if bad.size:
+        i = bad[0]
+        what = "the predicted price" if len(prices) == 1 else f"predicted price {i + 1} of {len(prices)}"
+        raise WindowError(
+            f"{what} is {float(prices[i])!r}, not a positive number of at most {limit:.3g}: "
+            "these closes are beyond what the model can answer"
+        )
 
 
 def reference_prices(windows: np.ndarray, rule: Rule) -> np.ndarray:

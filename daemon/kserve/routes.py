@@ -33,6 +33,7 @@ from .tensors import (
     OUTPUT_NAMES,
     PRICE_OUTPUT,
     RATIO_OUTPUT,
+    check_outputs,
     decode_request,
     encode_response,
     read_windows,
@@ -157,9 +158,10 @@ async def infer(request: web.Request) -> web.Response:
     served = _model(request)
     state = request.app[STATE]
     inference, binary = decode_request(await request.read(), request.headers.get(HEADER_LENGTH))
-    windows = read_windows(inference, binary, served.bundle.look_back)
+    windows = read_windows(inference, binary, served.bundle.look_back, served.bundle.normalisation)
     selected = requested_outputs(inference)
     prediction = await served.predict(windows)
+    check_outputs(prediction.prices)
     state.metrics.prediction("v2", served.name, len(windows))
     response = InferenceResponse(
         model_name=served.name, model_version=served.bundle.version, id=inference.id, outputs=[]

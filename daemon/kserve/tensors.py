@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 
 from ..errors import MalformedRequest
-from ..windows import WindowError, validate_prices
+from ..windows import FP32_MAX, Rule, WindowError, check_predictions, check_scale, validate_prices
 from .schemas import (
     InferenceRequest,
     InferenceResponse,
@@ -82,8 +82,9 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[InferenceReq
     return request, view[split:]
 
 
-def read_windows(request: InferenceRequest, binary: memoryview, look_back: int) -> np.ndarray:
-    """The request's one input tensor as validated raw price windows ``(batch, look_back)`` float64."""
+def read_windows(request: InferenceRequest, binary: memoryview, look_back: int, rule: Rule) -> np.ndarray:
+    """The request's one input tensor as validated raw price windows ``(batch, look_back)`` float64,
+    each close a positive FP32 number and each window within what a model normalising by ``rule`` takes."""
     if len(request.inputs) != 1:
         names = ", ".join(repr(i.name) for i in request.inputs) or "none"
         raise TensorError(f"expected exactly one input tensor named {INPUT_NAME!r}, got {names}")
@@ -113,7 +114,34 @@ def read_windows(request: InferenceRequest, binary: memoryview, look_back: int) 
             windows[b] = validate_prices(elements(b), look_back)
         except WindowError as exc:
             raise TensorError(f"input {INPUT_NAME!r}, window {b}: {exc}") from None
+    _check_fp32(windows)
+    try:
+        check_scale(windows, rule)
+    except WindowError as exc:
+        raise TensorError(f"input {INPUT_NAME!r}: {exc}") from None
     return windows
+
+
+def _check_fp32(windows: np.ndarray) -> None:
+    """JSON numbers are read as float64; an FP32 tensor holds only those that stay positive and
+    finite in FP32 (1e39 would be inf, 1e-46 zero). Binary tensors are FP32 already."""
+    with np.errstate(over="ignore"):
+        as_fp32 = windows.astype(_FP32)
+    bad = np.flatnonzero(~(np.isfinite(as_fp32) & (as_fp32 > 0)))
+    if bad.size:
+        b, i = divmod(int(bad[0]), windows.shape[1])
+        raise TensorError(
+            f"input {INPUT_NAME!r}, window {b}: prices[{i}] is {float(windows[b, i])!r}, which {DATATYPE} cannot hold "
+            f"as a positive finite number (it holds {float(np.finfo(_FP32).smallest_subnormal):.3g} to {FP32_MAX:.4g})"
+        )
+
+
+def check_outputs(prices: np.ndarray) -> None:
+    """Refuse (400) a batch with a predicted price that is no positive finite FP32 number."""
+    try:
+        check_predictions(prices, FP32_MAX)
+    except WindowError as exc:
+        raise TensorError(f"input {INPUT_NAME!r}: {exc}") from None
 
 
 def _json_values(tensor: RequestInput, count: int) -> list[Any]:
@@ -127,9 +155,13 @@ def _json_values(tensor: RequestInput, count: int) -> list[Any]:
 
 def _json_windows(values: list[Any], batch: int, look_back: int) -> np.ndarray:
     """JSON numbers as float64 windows. When some element is not a number (a string, a
-    boolean), every window is marked NaN so that the validator visits each and names it."""
+    boolean) or is an integer beyond float range, every window is marked NaN so that the
+    validator visits each and names it."""
     if all(type(v) is float or type(v) is int for v in values):
-        return np.array(values, dtype=np.float64).reshape(batch, look_back)
+        try:
+            return np.array(values, dtype=np.float64).reshape(batch, look_back)
+        except OverflowError:  # an int beyond float range: the validator names it
+            pass
     return np.full((batch, look_back), np.nan)
 
 
