@@ -22,7 +22,11 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 
 async def decode_body(request: web.Request, decoder: msgspec.json.Decoder[T]) -> T:
     """The request body as ``decoder``'s type: 400 for malformed JSON, 422 for a wrong value."""
-    body = await request.read()
+    return decode_json(await request.read(), decoder)
+
+
+def decode_json(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
+    """``body`` as ``decoder``'s type, or the ApiError to answer: 400 for malformed JSON, 422 for a wrong value."""
     try:
         return decoder.decode(body)
     except msgspec.DecodeError as exc:
