@@ -15,7 +15,8 @@
 #                     train extra (TensorFlow, tf2onnx), and only when it is asked for:
 #                       docker build --build-arg MODELS=converted \
 #                         --build-arg KERAS_MODEL=path/in/context/model.keras \
-#                         --build-arg SYMBOL=BBAS3.SA [--build-arg CONVERT_FLAGS=--int8] .
+#                         --build-arg SYMBOL=BBAS3.SA \
+#                         [--build-arg CONVERT_FLAGS="--normalisation window_last --int8"] .
 #   runtime           the image: the wheel installed by docker/install-runtime.sh (the
 #                     steps tests/test_docker.py runs), the models, user 10001
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -46,11 +47,7 @@ WORKDIR /context
 # CONVERT_FLAGS is split into words on purpose: it holds zero or more flags (--int8 --csv F).
 # hadolint ignore=SC2086
 RUN --mount=type=bind,target=/context \
-    if [ -z "$KERAS_MODEL" ] || [ -z "$SYMBOL" ]; then \
-        echo "MODELS=converted needs --build-arg KERAS_MODEL=<file in the build context> and --build-arg SYMBOL=<ticker>" >&2; \
-        exit 2; \
-    fi \
-    && lstm-predictor convert "$KERAS_MODEL" --symbol "$SYMBOL" --out "/models/$SYMBOL" --force $CONVERT_FLAGS
+    sh docker/convert-model.sh "$KERAS_MODEL" "$SYMBOL" /models $CONVERT_FLAGS
 
 # Picks models-shipped or models-converted; BuildKit builds only the stage picked. A stage
 # name, not an image, so there is no tag to pin (DL3006).

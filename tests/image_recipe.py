@@ -212,7 +212,8 @@ class ScriptStep:
     """One ``sh SCRIPT ARGS`` command of a ``RUN`` step."""
 
     assignments: dict[str, str]  # VAR=value words before the command
-    argv: list[str]  # ["sh", script, *args], paths as the stage sees them
+    argv: list[str]  # ["sh", script, *args], paths as the stage sees them, variables unexpanded
+    words: list[str]  # the same words as written, quotes kept (see expand)
     workdir: PurePosixPath
     mounts: dict[PurePosixPath, tuple[str | None, str]]  # target -> (from stage or None: context, source)
 
@@ -230,6 +231,7 @@ def script_step(stage: str, script: str) -> ScriptStep:
             cut = next((i for i, w in enumerate(words) if "=" not in w), len(words))
             argv = words[cut:]
             if len(argv) >= 2 and argv[0] == "sh" and PurePosixPath(argv[1]).name == script:
+                written = shlex.split(part, posix=False)[cut:]
                 assignments = dict(w.split("=", 1) for w in words[:cut])
                 mounts = {}
                 for flag in command.flags:
@@ -237,8 +239,22 @@ def script_step(stage: str, script: str) -> ScriptStep:
                         options = dict(o.split("=", 1) for o in flag.removeprefix("--mount=").split(","))
                         assert options.get("type", "bind") == "bind", flag
                         mounts[PurePosixPath(options["target"])] = (options.get("from"), options.get("source", "."))
-                return ScriptStep(assignments, argv, workdir, mounts)
+                return ScriptStep(assignments, argv, written, workdir, mounts)
     raise AssertionError(f"no RUN step of stage {stage} runs {script}")
+
+
+def expand(step: ScriptStep, args: dict[str, str | None]) -> list[str]:
+    """The step's words with build arguments expanded as the shell does: a quoted word stays
+    one word, an unquoted variable splits into words (none when empty)."""
+    expanded: list[str] = []
+    for word in step.words:
+        if word[0] == word[-1] == '"':
+            expanded.append(substitute(word[1:-1], args))
+        elif "$" in word:
+            expanded.extend(substitute(word, args).split())
+        else:
+            expanded.append(word)
+    return expanded
 
 
 def resolve(step: ScriptStep, path: str, stage_dir: Path, roots: dict[str, Path]) -> Path:

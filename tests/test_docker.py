@@ -121,6 +121,40 @@ def test_the_drain_finishes_before_docker_kills_the_daemon() -> None:
     assert drain < float(grace.removesuffix("s"))
 
 
+def test_a_converted_build_without_a_model_or_symbol_stops_with_what_to_pass(tmp_path: Path) -> None:
+    step = recipe.script_step("models-converted", "convert-model.sh")
+    script = recipe.resolve(step, step.argv[1], tmp_path, {})
+    result = subprocess.run(["sh", str(script), "model.keras", "", str(tmp_path)], check=False,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--build-arg SYMBOL=" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_a_converted_build_adds_the_keras_model_as_a_bundle_beside_the_shipped_ones(tmp_path: Path) -> None:
+    """MODELS=converted's step, run with this environment's train extra (the stage installs its own)."""
+    from lstm_predictor.daemon.bundle import read_bundle
+
+    stage = "models-converted"
+    assert stage in recipe.stages()  # what FROM models-${MODELS} picks for MODELS=converted
+    args = {"KERAS_MODEL": "models/PETR4.SA/model.keras", "SYMBOL": "CONV3.SA",
+            "CONVERT_FLAGS": "--normalisation window_last"}
+    declared = {c.value[0].split("=")[0] for c in recipe.stages()[stage].commands("ARG")}
+    assert declared == set(args)
+    root = recipe.lay_out(stage, tmp_path / "root")
+    step = recipe.script_step(stage, "convert-model.sh")
+    _, script, keras, symbol, models, *flags = recipe.expand(step, args)
+    assert flags == ["--normalisation", "window_last"]
+    models_dir = recipe.resolve(step, models, root, {})
+    run(["sh", str(recipe.resolve(step, script, root, {})), str(recipe.resolve(step, keras, root, {})), symbol,
+         str(models_dir), *flags],
+        env={"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+        cwd=recipe.resolve(step, ".", root, {}), timeout=300)
+    bundle = read_bundle(models_dir / "CONV3.SA")
+    assert bundle.symbol == "CONV3.SA" and bundle.normalisation == "window_last" and bundle.look_back == 60
+    assert {p.name for p in models_dir.iterdir()} == {"CONV3.SA", *(p.name for p in (REPO / "models").iterdir())}
+
+
 # -- the runtime install and the daemon it serves --------------------------------------------------
 
 
