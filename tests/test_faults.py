@@ -16,6 +16,7 @@ Faults specified elsewhere, not repeated here:
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -33,9 +34,14 @@ import onnx
 import pytest
 from daemon_harness import RunningDaemon, free_port, run_to_exit, write_prices
 from lstm_predictor.daemon.bundle import MODEL_FILE, write_metadata
+from lstm_predictor.daemon.errors import Unavailable
+from lstm_predictor.daemon.market_data import PriceSeries
+from lstm_predictor.daemon.market_data.service import MarketDataService
+from lstm_predictor.daemon.metrics import Metrics
 from lstm_predictor.daemon.trading_calendar import b3_today, previous_trading_day
 from onnx import TensorProto, helper
 from test_daemon_lifecycle import accepts_connections, reload_and_wait, wait_for
+from test_market_service import Clock, FakeSource, series
 from tiny_bundle import INPUT, OUTPUT, make_tiny_bundle, tiny_graph
 
 WINDOW = [round(20 + 0.1 * i, 2) for i in range(60)]
@@ -186,6 +192,33 @@ def test_a_yahoo_rate_limit_serves_stale_data_and_503s_the_rest_without_asking_a
     assert never_fetched.status == 503 and 1 <= int(never_fetched.headers["Retry-After"]) <= 30
     assert "rate limiting" in error_of(never_fetched)["message"]
     assert metric(daemon, FAILED_YAHOO_FETCHES) == 1  # Yahoo was asked once, not twice
+
+
+def test_hung_fetches_hold_their_threads_so_they_cannot_pile_up() -> None:
+    """A fetch that never returns keeps its worker thread (it cannot be killed) and its slot: with
+    every slot held, further fetches wait for one within their own timeout rather than start yet
+    another thread that would hang too. A slot comes back when its fetch finally returns."""
+    source, release = FakeSource(), threading.Event()
+
+    def hangs_for_petr4(symbol: str) -> PriceSeries:
+        if symbol == "PETR4.SA":
+            release.wait(30)
+        return series(symbol)
+
+    source.answer = hangs_for_petr4
+
+    async def scenario() -> None:
+        service = MarketDataService(source, ttl=300, timeout=0.2, metrics=Metrics(), max_threads=1, clock=Clock())
+        with pytest.raises(Unavailable, match="did not answer within 0.2 s"):
+            await service.get("PETR4.SA")
+        with pytest.raises(Unavailable, match="did not answer within 0.2 s"):
+            await service.get("VALE3.SA")
+        assert source.calls == 1  # VALE3.SA never got a thread
+        release.set()
+        await asyncio.sleep(0.1)  # PETR4.SA's fetch returns and frees its slot
+        assert not (await service.get("ITUB4.SA")).stale
+
+    asyncio.run(scenario())
 
 
 # -- models while serving: SIGHUP with a broken bundle ---------------------------------------------------
