@@ -33,6 +33,11 @@ DOCKER_DEFAULT_STOP_TIMEOUT = 10.0  # seconds between `docker stop`'s SIGTERM an
 TRAINING_DISTRIBUTIONS = {"tensorflow", "tensorflow-cpu", "keras", "tf-keras", "tf2onnx", "onnx"}
 
 
+def on_path(folder: Path) -> str:
+    """PATH with ``folder`` first: whose ``python`` (and commands) a step finds."""
+    return f"{folder}{os.pathsep}{os.environ['PATH']}"
+
+
 # -- the Dockerfile ------------------------------------------------------------------------------
 
 
@@ -92,12 +97,17 @@ def test_the_runtime_stage_installs_no_training_extra() -> None:
     assert not {line.split("==")[0] for line in constraints.splitlines()} & TRAINING_DISTRIBUTIONS
 
 
+def useradd() -> str:
+    """The runtime stage's shell command that creates the image's user."""
+    [command] = [c for c in recipe.final_stage().commands("RUN") if "useradd" in c.value[0]]
+    return command.value[0]
+
+
 def test_the_image_runs_as_a_fixed_unprivileged_user() -> None:
     [user] = recipe.final_stage().commands("USER")
     uid, _, gid = user.value[0].partition(":")
     assert uid.isdigit() and int(uid) != 0 and gid.isdigit() and int(gid) != 0, user.original
-    [install] = [c for c in recipe.final_stage().commands("RUN") if "useradd" in c.value[0]]
-    assert f"--uid {uid}" in install.value[0] and f"--gid {gid}" in install.value[0]
+    assert f"--uid {uid}" in useradd() and f"--gid {gid}" in useradd()
 
 
 def test_no_secret_is_built_into_the_image() -> None:
@@ -148,8 +158,7 @@ def test_a_converted_build_adds_the_keras_model_as_a_bundle_beside_the_shipped_o
     models_dir = recipe.resolve(step, models, root, {})
     run(["sh", str(recipe.resolve(step, script, root, {})), str(recipe.resolve(step, keras, root, {})), symbol,
          str(models_dir), *flags],
-        env={"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
-        cwd=recipe.resolve(step, ".", root, {}), timeout=300)
+        env={"PATH": on_path(Path(sys.executable).parent)}, cwd=recipe.resolve(step, ".", root, {}), timeout=300)
     bundle = read_bundle(models_dir / "CONV3.SA")
     assert bundle.symbol == "CONV3.SA" and bundle.normalisation == "window_last" and bundle.look_back == 60
     assert {p.name for p in models_dir.iterdir()} == {"CONV3.SA", *(p.name for p in (REPO / "models").iterdir())}
@@ -176,9 +185,9 @@ class Image:
                 path.mkdir(parents=True, exist_ok=True)  # the runtime stage's RUN makes the cache folder
                 value = str(path)
             env[name] = value
-        home = recipe.host_path(self.rootfs, "/var/lib/lstm-predictor")
+        home = recipe.host_path(self.rootfs, re.search(r"--home-dir (\S+)", useradd())[1])
         home.mkdir(parents=True, exist_ok=True)
-        return {**env, "PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}", "HOME": str(home), **extra}
+        return {**env, "PATH": on_path(self.bin), "HOME": str(home), **extra}
 
 
 def run(argv: list[str], env: Mapping[str, str] | None = None, cwd: Path | None = None,
@@ -195,11 +204,11 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     build_root = recipe.lay_out("build", base / "build")
     step = recipe.script_step("build", "build-wheel.sh")
     _, script, out = step.argv
-    builder = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    # This environment's Python stands for the base image's.
     run(["sh", str(recipe.resolve(step, script, build_root, {})), str(recipe.resolve(step, out, build_root, {}))],
-        env=builder, cwd=recipe.host_path(build_root, step.workdir))
+        env={"PATH": on_path(Path(sys.executable).parent)}, cwd=recipe.host_path(build_root, step.workdir))
 
-    # The runtime stage: a fresh venv stands for the base image's Python.
+    # The runtime stage: a fresh venv stands for the base image's Python (nothing installed yet).
     venv = base / "venv"
     run([sys.executable, "-m", "venv", str(venv)])
     assert "include-system-site-packages = false" in (venv / "pyvenv.cfg").read_text()
@@ -211,7 +220,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     settings = {k: v for k, v in step.assignments.items() if k != "PIP_NO_CACHE_DIR"}
     image = Image(venv, rootfs)
     run(["sh", str(recipe.resolve(step, script, rootfs, roots)), str(recipe.resolve(step, wheels, rootfs, roots))],
-        env={**settings, "PATH": image.env()["PATH"]})
+        env={**settings, "PATH": on_path(image.bin)})
     return image
 
 
@@ -231,10 +240,9 @@ def test_the_runtime_install_has_no_training_packages_and_pins_every_dependency(
             name, version = line.split("==")
             pins[name.lower().replace("_", "-")] = version
     dependencies = {n: v for n, v in installed.items() if n not in {"lstm-predictor", "pip", "setuptools", "wheel"}}
-    assert dependencies == {n: pins[n] for n in dependencies if n in pins}, (
-        "every runtime dependency must be pinned, at the version installed: "
-        f"unpinned {sorted(set(dependencies) - set(pins))}"
-    )
+    unpinned = sorted(set(dependencies) - set(pins))
+    assert not unpinned, f"installed but not pinned in docker/runtime-constraints.txt: {unpinned}"
+    assert dependencies == {n: pins[n] for n in dependencies}
 
 
 @pytest.fixture
