@@ -12,11 +12,12 @@ preflights are answered and responses carry ``Access-Control-Allow-Origin``.
 from __future__ import annotations
 
 import hmac
+import logging
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from .config import Config
+from .config import Config, ConfigError, read_token
 from .errors import ApiError
 from .metrics import route_label
 
@@ -29,6 +30,8 @@ CORS_REQUEST_HEADERS = "Authorization, Content-Type, Content-Encoding, Inference
 # Response headers a browser script may read beyond the safelisted ones.
 CORS_EXPOSED_HEADERS = "Retry-After, WWW-Authenticate, Inference-Header-Content-Length"
 CORS_MAX_AGE = "600"
+
+log = logging.getLogger(__name__)
 
 
 class Unauthorized(ApiError):
@@ -56,24 +59,56 @@ def cors_middlewares(config: Config) -> list:
     return [_cors(config.cors_origins)] if config.cors_origins else []
 
 
-def token_middlewares(config: Config) -> list:
-    """The bearer-token check when a token file is configured."""
+class BearerToken:
+    """The token requests must carry, read from ``config.token_file`` at start and again by
+    :meth:`reload` (on SIGHUP), so a token can be rotated without dropping connections."""
+
+    def __init__(self, config: Config, token: str) -> None:
+        self._config = config
+        self._expected = token.encode("ascii")
+
+    def matches(self, credentials: str) -> bool:
+        # Constant time: how long the comparison takes says nothing about how much matched.
+        return hmac.compare_digest(credentials.encode("utf-8", "replace"), self._expected)
+
+    def reload(self) -> None:
+        """Read the token file again; a file that is no longer usable keeps the current token."""
+        assert self._config.token_file is not None
+        try:
+            token = read_token(self._config.token_file, self._config.origins["token_file"])
+        except ConfigError as exc:
+            log.error("keeping the current bearer token: %s", exc)
+            return
+        if token.encode("ascii") != self._expected:
+            self._expected = token.encode("ascii")
+            log.info("bearer token re-read from %s", self._config.token_file)
+
+
+TOKEN = web.AppKey("bearer_token", BearerToken)
+
+
+def token_middlewares(app: web.Application, config: Config) -> list:
+    """The bearer-token check when a token file is configured; its token is ``app[TOKEN]``."""
     if config.token is None:
         return []
-    return [_require_token(config, config.token)]
+    app[TOKEN] = token = BearerToken(config, config.token)
+    return [_require_token(config, token)]
 
 
-def _require_token(config: Config, token: str):
-    expected = token.encode("ascii")
+def reload_token(app: web.Application) -> None:
+    """Re-read the token file of ``app``'s token check, if it has one."""
+    if TOKEN in app:
+        app[TOKEN].reload()
 
+
+def _require_token(config: Config, token: BearerToken):
     @web.middleware
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
         if requires_token(config, route_label(request)):
             scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").strip().partition(" ")
             if scheme.lower() != BEARER or not credentials.strip():
                 raise Unauthorized("this endpoint requires an Authorization: Bearer <token> header")
-            # Constant time: how long the comparison takes says nothing about how much matched.
-            if not hmac.compare_digest(credentials.strip().encode("utf-8", "replace"), expected):
+            if not token.matches(credentials.strip()):
                 raise Unauthorized("the bearer token is not valid")
         return await handler(request)
 

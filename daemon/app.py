@@ -26,11 +26,9 @@ def create_app(state: DaemonState) -> web.Application:
     config = state.config
     # Outermost first: every answer is counted; CORS headers go on error answers too; the token
     # is checked before a body is read, so a client without it cannot make the daemon wait for one.
-    app = web.Application(
-        client_max_size=config.max_body_bytes,
-        middlewares=[_record_requests(state), *access.cors_middlewares(config), _render_errors(state),
-                     *access.token_middlewares(config), _read_body(config.body_timeout)],
-    )
+    app = web.Application(client_max_size=config.max_body_bytes)
+    app.middlewares.extend([_record_requests(state), *access.cors_middlewares(config), _render_errors(state),
+                            *access.token_middlewares(app, config), _read_body(config.body_timeout)])
     app[STATE] = state
     for module in (routes_service, routes_predict, kserve_routes, openapi, docs):
         app.router.add_routes(module.routes)

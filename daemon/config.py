@@ -300,7 +300,7 @@ def is_loopback(host: str) -> bool:
 def _check_access(config: Config) -> Config:
     """Read the token file, and refuse to serve beyond this machine unprotected by mistake."""
     if config.token_file is not None:
-        config = dataclasses.replace(config, token=_read_token(config.token_file, config.origins["token_file"]))
+        config = dataclasses.replace(config, token=read_token(config.token_file, config.origins["token_file"]))
     elif config.metrics_auth:
         raise ConfigError(f"{config.origins['metrics_auth']}: metrics_auth needs a token_file to check against")
     if not is_loopback(config.host) and not config.allow_remote and config.token is None:
@@ -311,7 +311,7 @@ def _check_access(config: Config) -> Config:
     return config
 
 
-def _read_token(path: Path, origin: str) -> str:
+def read_token(path: Path, origin: str) -> str:
     """The bearer token: the file's content without surrounding whitespace.
 
     Refused when unreadable, empty, too short to resist guessing, or not one line of

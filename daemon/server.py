@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from aiohttp import web
 
+from .access import reload_token
 from .app import create_app
 from .bundle import BundleError
 from .config import Config
@@ -73,7 +74,8 @@ class Daemon:
         self.state = state = DaemonState(config=config, registry=registry, metrics=self.metrics, market=market)
         # keepalive_timeout: aiohttp closes a connection that has not sent a complete request head
         # this long after it opened or after its last answer (slow-loris headers, idle clients).
-        runner = web.AppRunner(create_app(state), access_log=None, handle_signals=False,
+        self.app = create_app(state)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                shutdown_timeout=config.drain_timeout, keepalive_timeout=config.idle_timeout)
         await runner.setup()
         try:
@@ -135,10 +137,11 @@ class Daemon:
     # -- reload ------------------------------------------------------------------------
 
     def request_reload(self) -> None:
-        """SIGHUP: reload the models directory. Signals arriving during a reload are
-        coalesced into one more reload after it, which sees the latest files."""
+        """SIGHUP: reload the models directory (and the token file). Signals arriving during
+        a reload are coalesced into one more reload after it, which sees the latest files."""
         if self.state.stopping:
             return
+        reload_token(self.app)
         self._reload_wanted = True
         if self._reloader is None or self._reloader.done():
             self._reloader = asyncio.ensure_future(self._reload_loop())

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -239,6 +241,31 @@ def test_metrics_auth_protects_metrics_but_not_liveness(start_daemon, models_dir
     assert daemon.request("GET", "/metrics", headers=bearer()).status == 200
     assert daemon.get("/v2/health/live").status == 200
     assert "readable by other users" not in daemon.stderr
+
+
+def test_sighup_rereads_the_token_file_and_keeps_the_token_when_the_new_file_is_unusable(
+        start_daemon, models_dir, tmp_path: Path) -> None:
+    token_file = write_token(tmp_path / "token")
+    daemon = start_daemon(models_dir, args=["--token-file", str(token_file)])
+    rotated = "0123456789abcdef" * 2
+    write_token(token_file, rotated + "\n")
+    daemon.signal(signal.SIGHUP)
+    assert wait_for(lambda: daemon.request("GET", "/", headers=bearer(rotated)).status == 200)
+    assert daemon.request("GET", "/", headers=bearer()).status == 401
+    write_token(token_file, "")
+    daemon.signal(signal.SIGHUP)
+    assert wait_for(lambda: "keeping the current bearer token" in daemon.stderr)
+    assert daemon.request("GET", "/", headers=bearer(rotated)).status == 200
+    assert rotated not in daemon.stderr
+
+
+def wait_for(condition, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 # -- CORS -------------------------------------------------------------------------------------------
