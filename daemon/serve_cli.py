@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -78,6 +79,9 @@ def serve(config_file: Path | None, **flags: str | None) -> None:
         level=config.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Until the daemon handles SIGHUP itself, a reload request must not kill it (the default
+    # action); ignoring it loses nothing, as no model has been read yet.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Imported here so that --help and configuration errors stay instant.
     from .server import StartupError
     warning = config.token_file and token_file_exposure(config.token_file)

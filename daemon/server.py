@@ -57,12 +57,15 @@ class Daemon:
         self.metrics = Metrics()
         self._stop = asyncio.Event()
         self._reload_wanted = False
+        self._serving = False
         self._reloader: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         config = self.config
+        # Before loading: SIGHUP's default action would kill the process.
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self.notifier.status(f"loading models from {config.models}")
         try:
             registry = await asyncio.to_thread(load_registry, config, self.metrics)
@@ -90,11 +93,13 @@ class Daemon:
         host, port = runner.addresses[0][:2]
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         state.ready = True
         status = f"serving {len(registry.models)} model(s) on http://{host}:{port}: {_describe(registry)}"
         log.info("%s", status)
         self.notifier.ready(status)
+        self._serving = True
+        if self._reload_wanted:  # asked for while starting
+            self.request_reload()
         watchdog = asyncio.ensure_future(self.notifier.watchdog_loop(self.liveness))
 
         await self._stop.wait()
@@ -138,11 +143,15 @@ class Daemon:
 
     def request_reload(self) -> None:
         """SIGHUP: reload the models directory (and the token file). Signals arriving during
-        a reload are coalesced into one more reload after it, which sees the latest files."""
-        if self.state.stopping:
+        a reload are coalesced into one more reload after it, which sees the latest files;
+        one arriving while the models load at start-up runs once the daemon serves, as the
+        files may have changed after they were read."""
+        if self._stop.is_set():
+            return
+        self._reload_wanted = True
+        if not self._serving:
             return
         reload_token(self.app)
-        self._reload_wanted = True
         if self._reloader is None or self._reloader.done():
             self._reloader = asyncio.ensure_future(self._reload_loop())
 

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from daemon_harness import RunningDaemon, free_port, run_to_exit, write_prices
-from lstm_predictor.daemon.bundle import MODEL_FILE, write_metadata
+from daemon_harness import RunningDaemon, free_port, launch, run_to_exit, write_prices
+from lstm_predictor.daemon.bundle import MODEL_FILE, sha256_file, write_metadata
 from lstm_predictor.daemon.errors import Unavailable
 from lstm_predictor.daemon.market_data import PriceSeries
 from lstm_predictor.daemon.market_data.service import MarketDataService
@@ -322,6 +322,27 @@ def test_a_new_bundle_folder_whose_name_is_not_utf8_fails_the_reload_and_systemd
     after_reload = notify_listener.wait_for(lambda m: m.get("READY") == "1" and "reload failed" in m["STATUS"])
     assert any(m.get("RELOADING") == "1" for m in after_reload)
     assert daemon.post("/predict", {"prices": WINDOW}).status == 200
+
+
+def test_a_sighup_while_the_models_load_at_start_is_a_reload_once_serving(tmp_path: Path, notify_listener) -> None:
+    bundle = make_tiny_bundle(tmp_path / "models" / SYMBOL)
+    # A large file the bundle records, so that checking its sha256 makes loading take a while.
+    with open(bundle / "padding.bin", "wb") as padding:
+        padding.truncate(128 << 20)  # sparse: no disk used
+    metadata = json.loads((bundle / "metadata.json").read_text(encoding="utf-8"))
+    metadata["files"]["padding.bin"] = {"sha256": sha256_file(bundle / "padding.bin")}
+    write_metadata(bundle, metadata)
+    daemon = launch(tmp_path / "models", env={"NOTIFY_SOCKET": notify_listener.address}, log_dir=tmp_path)
+    try:
+        notify_listener.wait_for(lambda m: "loading models" in m.get("STATUS", ""))
+
+        daemon.signal(signal.SIGHUP)  # its default action would end the process
+
+        daemon.wait_healthy()
+        health = wait_for(lambda: (h := daemon.get("/health").json())["last_reload"] and h, "the reload", daemon)
+        assert health["status"] == "healthy" and health["last_reload"]["ok"] is True
+    finally:
+        assert daemon.stop() == 0
 
 
 def test_a_bundle_lying_about_its_output_is_refused_at_start(tmp_path: Path) -> None:
