@@ -149,7 +149,7 @@ def bundle_dirs(path: Path) -> list[Path]:
     """The bundle folders under ``path``: ``path`` itself when it is a bundle, else its
     visible sub-folders (each of which must then be a valid bundle)."""
     if not path.is_dir():
-        raise BundleError(f"models directory {path} does not exist")
+        raise BundleError(f"models directory {path} {'is not a directory' if path.exists() else 'does not exist'}")
     if (path / METADATA_FILE).is_file():
         return [path]
     try:

@@ -444,6 +444,7 @@ START_FAULTS = {
     "config file missing": (lambda tmp, stack: ["--config", str(tmp / "absent.toml")], {}, 2, "cannot be read"),
     "config file is a directory": (lambda tmp, stack: ["--config", str(tmp)], {}, 2, "cannot be read"),
     "models directory missing": (lambda tmp, stack: ["--models", str(tmp / "absent")], {}, 1, "does not exist"),
+    "models directory is a file": (lambda tmp, stack: ["--models", os.devnull], {}, 1, "is not a directory"),
     "models directory empty": (lambda tmp, stack: ["--models", str(tmp)], {}, 1, "holds no bundle"),
     "port already taken": (_busy_port, {}, 1, "cannot listen on 127.0.0.1:"),
 }
