@@ -102,6 +102,10 @@ def described(handler: Callable[..., Any]) -> Operation | None:
     return getattr(handler, "__openapi__", None)
 
 
+# What reading a request body may answer, on every route that takes one (the app's body
+# middleware): unreadable (a broken gzip stream), not arrived in time (body_timeout), too large.
+BODY_ERRORS = (400, 408, 413)
+
 OPENAPI_PATH = "/openapi.json"
 _PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
@@ -213,7 +217,7 @@ def _operation_object(
     for status, body in op.alternatives.items():
         responses[str(status)] = {"description": http.HTTPStatus(status).phrase, "content": _content("application/json", body, ref)}
     errors = ref[error_schema(path)]
-    for status in op.errors:
+    for status in sorted({*op.errors, *(BODY_ERRORS if op.request is not None else ())}):
         responses[str(status)] = _error_response(status, errors)
     obj["responses"] = dict(sorted(responses.items()))
     return obj

@@ -124,6 +124,13 @@ def test_each_documented_error_answers_with_the_documented_error_object(document
     assert checked >= 10
 
 
+def test_every_operation_that_takes_a_body_documents_the_refusals_of_reading_one(document):
+    with_body = [op for _, _, op in operations(document) if "requestBody" in op]
+    assert with_body
+    for op in with_body:
+        assert {"400", "408", "413"} <= set(op["responses"]), op["operationId"]
+
+
 def test_the_v2_and_daemon_error_objects_differ_as_the_protocol_requires(document):
     predict_400 = document["paths"]["/predict"]["post"]["responses"]["400"]["content"]["application/json"]
     infer_400 = document["paths"]["/v2/models/{name}/infer"]["post"]["responses"]["400"]["content"]["application/json"]
