@@ -83,9 +83,17 @@ def live(daemon: RunningDaemon):
     return daemon.post("/predict/live", {"symbol": SYMBOL})
 
 
-def test_a_garbage_price_file_is_503_counted_as_a_failed_fetch_and_live_recovers_when_it_is_mended(market) -> None:
+PRICE_FAULTS: dict[str, Callable[[Path], object]] = {
+    "garbage in the price file": lambda prices: (prices / f"{SYMBOL}.csv").write_bytes(b"\x00\xffnot,a,price\nfile"),
+    "the price directory gone": shutil.rmtree,
+}
+
+
+@pytest.mark.parametrize("fault", list(PRICE_FAULTS))
+def test_a_broken_csv_source_is_503_counted_as_a_failed_fetch_and_live_recovers_when_it_is_mended(
+        fault: str, market) -> None:
     daemon, prices = market
-    (prices / f"{SYMBOL}.csv").write_bytes(b"\x00\xffnot,a,price\nfile")
+    PRICE_FAULTS[fault](prices)
     failures = 'lstm_predictor_market_data_fetch_failures_total{source="csv"}'
 
     reply = live(daemon)
@@ -94,8 +102,7 @@ def test_a_garbage_price_file_is_503_counted_as_a_failed_fetch_and_live_recovers
     assert error["status"] == 503 and error["code"] == "market_data_unavailable" and SYMBOL in error["message"]
     assert metric(daemon, failures) == 1
 
-    write_good_prices(prices)
-    # Retried once the backoff named by Retry-After is over, not before.
+    write_good_prices(prices)  # the source is asked again once the backoff (Retry-After) is over
     recovered = wait_for(lambda: (r := live(daemon)).status == 200 and r, "live to recover", daemon)
     assert recovered.json()["data"]["stale"] is False
     assert metric(daemon, failures) == 1
