@@ -15,7 +15,7 @@ import hmac
 import logging
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from .config import Config, ConfigError, read_token
 from .errors import ApiError
@@ -54,11 +54,6 @@ def requires_token(config: Config, route: str) -> bool:
     return route not in OPEN_PATHS
 
 
-def cors_middlewares(config: Config) -> list:
-    """The CORS middleware when ``cors_origins`` names any origin."""
-    return [_cors(config.cors_origins)] if config.cors_origins else []
-
-
 class BearerToken:
     """The token requests must carry, read from ``config.token_file`` at start and again by
     :meth:`reload` (on SIGHUP), so a token can be rotated without dropping connections."""
@@ -87,7 +82,7 @@ class BearerToken:
 TOKEN = web.AppKey("bearer_token", BearerToken)
 
 
-def token_middlewares(app: web.Application, config: Config) -> list:
+def token_middlewares(app: web.Application, config: Config) -> list[Middleware]:
     """The bearer-token check when a token file is configured; its token is ``app[TOKEN]``."""
     if config.token is None:
         return []
@@ -101,7 +96,7 @@ def reload_token(app: web.Application) -> None:
         app[TOKEN].reload()
 
 
-def _require_token(config: Config, token: BearerToken):
+def _require_token(config: Config, token: BearerToken) -> Middleware:
     @web.middleware
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
         if requires_token(config, route_label(request)):
@@ -115,7 +110,12 @@ def _require_token(config: Config, token: BearerToken):
     return require_token
 
 
-def _cors(origins: tuple[str, ...]):
+def cors_middlewares(config: Config) -> list[Middleware]:
+    """The CORS middleware when ``cors_origins`` names any origin."""
+    return [_cors(config.cors_origins)] if config.cors_origins else []
+
+
+def _cors(origins: tuple[str, ...]) -> Middleware:
     any_origin = "*" in origins
 
     def allowed(origin: str | None) -> str | None:
