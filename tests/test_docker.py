@@ -29,6 +29,8 @@ import yaml
 from daemon_harness import RunningDaemon, daemon_env, free_port, spawn
 
 REPO = recipe.REPO
+# The first test to use the `image` fixture pays for its pip install (~1-2 min, more on a cold cache).
+INSTALL_TIMEOUT = pytest.mark.timeout(900)
 DOCKER_DEFAULT_STOP_TIMEOUT = 10.0  # seconds between `docker stop`'s SIGTERM and its SIGKILL
 TRAINING_DISTRIBUTIONS = {"tensorflow", "tensorflow-cpu", "keras", "tf-keras", "tf2onnx", "onnx"}
 
@@ -230,6 +232,7 @@ def distributions(image: Image) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@INSTALL_TIMEOUT
 def test_the_runtime_install_has_no_training_packages_and_pins_every_dependency(image: Image) -> None:
     installed = distributions(image)
     assert "lstm-predictor" in installed
@@ -284,6 +287,7 @@ def window(env: Mapping[str, str]) -> list[float]:
 
 
 @pytest.mark.slow
+@INSTALL_TIMEOUT
 def test_the_image_serves_on_every_interface_passes_its_health_check_and_stops_cleanly(start_image) -> None:
     daemon, env = start_image()
     assert env["LSTM_PREDICTOR_HOST"] == "0.0.0.0" and listening_addresses(daemon.process.pid) == {"0.0.0.0"}
@@ -302,6 +306,7 @@ def test_the_image_serves_on_every_interface_passes_its_health_check_and_stops_c
 
 
 @pytest.mark.slow
+@INSTALL_TIMEOUT
 def test_a_token_file_mounted_as_a_secret_guards_predictions_but_not_the_health_check(image: Image, start_image) -> None:
     secret = recipe.host_path(image.rootfs, "/run/secrets/lstm-predictor-token")
     secret.parent.mkdir(parents=True, exist_ok=True)
