@@ -12,6 +12,10 @@ Faults specified elsewhere, not repeated here:
   on SIGHUP leaves the old set serving, /health degraded, the reload gauge at 0;
 * SIGTERM (tests/test_daemon_lifecycle.py): a few requests mid-upload are answered; systemd's
   view of start, reload and stop is in tests/test_notify_daemon.py.
+
+Specified here, each against the real daemon unless said otherwise: a CSV source that breaks
+and mends; Yahoo Finance (faked at the network boundary) hanging or rate limiting; bundles
+broken under a serving daemon, then SIGHUP; SIGTERM under load; every start-up failure.
 """
 
 from __future__ import annotations
@@ -79,8 +83,8 @@ def write_good_prices(prices: Path) -> Path:
     return write_prices(prices, last=previous_trading_day(b3_today()))
 
 
-def live(daemon: RunningDaemon):
-    return daemon.post("/predict/live", {"symbol": SYMBOL})
+def live(daemon: RunningDaemon, symbol: str = SYMBOL):
+    return daemon.post("/predict/live", {"symbol": symbol})
 
 
 PRICE_FAULTS: dict[str, Callable[[Path], object]] = {
@@ -155,22 +159,18 @@ def yahoo(start_daemon, models_dir: Path, tmp_path: Path) -> tuple[RunningDaemon
     return daemon, yahoo_will
 
 
-def live_for(daemon: RunningDaemon, symbol: str):
-    return daemon.post("/predict/live", {"symbol": symbol})
-
-
 def test_a_hung_yahoo_is_stale_data_or_503_within_the_timeout_and_never_holds_up_shutdown(yahoo) -> None:
     daemon, yahoo_will = yahoo
-    fresh = live_for(daemon, SYMBOL).json()
+    fresh = live(daemon, SYMBOL).json()
     assert fresh["data"]["stale"] is False
 
     yahoo_will("hang")
     time.sleep(0.6)  # past the TTL
-    stale = live_for(daemon, SYMBOL)
+    stale = live(daemon, SYMBOL)
     assert stale.status == 200
     assert stale.json()["data"]["stale"] is True and "did not answer within 1 s" in stale.json()["data"]["stale_reason"]
     assert stale.json()["predicted_price"] == fresh["predicted_price"]
-    never_fetched = live_for(daemon, OTHER)
+    never_fetched = live(daemon, OTHER)
     assert never_fetched.status == 503 and int(never_fetched.headers["Retry-After"]) >= 1
     error = error_of(never_fetched)
     assert error["code"] == "market_data_unavailable" and "did not answer within 1 s" in error["message"]
@@ -178,7 +178,7 @@ def test_a_hung_yahoo_is_stale_data_or_503_within_the_timeout_and_never_holds_up
 
     yahoo_will("ok")  # the two hung fetches stay hung; new ones go through once the backoff is over
     for symbol in (SYMBOL, OTHER):
-        recovered = wait_for(lambda s=symbol: (r := live_for(daemon, s)).status == 200 and r, "recovery", daemon)
+        recovered = wait_for(lambda s=symbol: (r := live(daemon, s)).status == 200 and r, "recovery", daemon)
         assert recovered.json()["data"]["stale"] is False
 
     assert daemon.stop() == 0  # with two worker threads still blocked in Yahoo
@@ -186,16 +186,16 @@ def test_a_hung_yahoo_is_stale_data_or_503_within_the_timeout_and_never_holds_up
 
 def test_a_yahoo_rate_limit_serves_stale_data_and_503s_the_rest_without_asking_again(yahoo) -> None:
     daemon, yahoo_will = yahoo
-    fresh = live_for(daemon, SYMBOL).json()
+    fresh = live(daemon, SYMBOL).json()
 
     yahoo_will("ratelimit")
     time.sleep(0.6)  # past the TTL
-    stale = live_for(daemon, SYMBOL)
+    stale = live(daemon, SYMBOL)
     assert stale.status == 200 and stale.json()["data"]["stale"] is True
     assert "rate limiting" in stale.json()["data"]["stale_reason"]
     assert stale.json()["predicted_price"] == fresh["predicted_price"]
     # A rate limit is the whole source's: another symbol waits out the same backoff.
-    never_fetched = live_for(daemon, OTHER)
+    never_fetched = live(daemon, OTHER)
     assert never_fetched.status == 503 and 1 <= int(never_fetched.headers["Retry-After"]) <= 30
     assert "rate limiting" in error_of(never_fetched)["message"]
     assert metric(daemon, FAILED_YAHOO_FETCHES) == 1  # Yahoo was asked once, not twice
