@@ -123,13 +123,13 @@ def test_too_few_closes_is_503_until_the_ttl_lets_a_mended_file_in(market) -> No
     assert recovered.json()["data"]["stale"] is False
 
 
-def test_a_named_pipe_in_place_of_a_price_file_is_not_read(market) -> None:
-    """Reading a FIFO would block until something writes to it; it is no price file, so the
-    request is answered at once and no worker thread is left waiting on it."""
+def test_a_named_pipe_in_place_of_a_price_file_is_a_broken_source_never_read(market) -> None:
+    """Reading a FIFO would block until something writes to it: it is refused unopened, so no
+    worker thread is left waiting on it."""
     daemon, prices = market
     os.mkfifo(prices / f"{SYMBOL}.csv")
     reply = live(daemon)
-    assert reply.status == 404 and error_of(reply)["code"] == "unknown_market_symbol"
+    assert reply.status == 503 and "not a regular file" in error_of(reply)["message"]
     assert daemon.stop() == 0
 
 

@@ -163,5 +163,7 @@ class CsvDirectorySource:
         if not self.directory.is_dir():
             raise SourceUnavailableError(f"{self.directory}: the price directory does not exist")
         if not path.is_file():
+            if path.exists():  # a directory or a named pipe: never opened, as reading a pipe blocks
+                raise SourceUnavailableError(f"{path}: not a regular file")
             raise UnknownSymbolError(f"{symbol}: no price file {path.name} in {self.directory}")
         return _window(read_series(path, symbol, adjusted=self.adjusted), start, end)
