@@ -155,7 +155,8 @@ def yahoo(start_daemon, models_dir: Path, tmp_path: Path) -> tuple[RunningDaemon
 
     yahoo_will("ok")
     daemon = start_daemon(models_dir, args=["--market-data-timeout", "1", "--market-data-ttl", "0.5"],
-                          env={"PYTHONPATH": str(FAKE_YAHOO), "FAKE_YAHOO_DIR": str(control)})
+                          env={"PYTHONPATH": os.pathsep.join(filter(None, [str(FAKE_YAHOO), os.environ.get("PYTHONPATH")])),
+                               "FAKE_YAHOO_DIR": str(control)})
     return daemon, yahoo_will
 
 
