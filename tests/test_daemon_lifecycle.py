@@ -147,17 +147,37 @@ def test_requests_during_reloads_all_succeed(start_daemon, models_dir: Path) -> 
 
 # -- SIGTERM -----------------------------------------------------------------------------------------
 
+UPLOADED = 10  # bytes of each body sent before the rest is held back
+
+
+def begin_uploads(daemon: RunningDaemon, path: str, body: bytes, count: int) -> list[socket.socket]:
+    """``count`` POSTs of ``body`` to ``path`` with only the head and the first bytes of the body
+    sent: the daemon has received them, and their handlers wait for the rest."""
+    head = (f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    clients = []
+    for _ in range(count):
+        client = socket.create_connection(("127.0.0.1", daemon.port), timeout=30)
+        client.sendall(head + body[:UPLOADED])
+        clients.append(client)
+    return clients
+
+
+def finish_uploads(clients: list[socket.socket], body: bytes) -> list[bytes]:
+    """Send the rest of each body; each whole raw answer (the daemon closes after it)."""
+    for client in clients:
+        client.sendall(body[UPLOADED:])
+    answers = []
+    for client in clients:
+        with client:
+            answers.append(b"".join(iter(lambda c=client: c.recv(65536), b"")))
+    return answers
+
 
 def test_sigterm_drains_in_flight_requests_then_exits_0(start_daemon, models_dir: Path) -> None:
     daemon = start_daemon(models_dir)
     body = json.dumps({"prices": WINDOW}).encode()
-    head = (f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
-    clients = []
-    for _ in range(5):
-        client = socket.create_connection(("127.0.0.1", daemon.port), timeout=30)
-        client.sendall(head + body[:10])  # the handlers start and wait for the rest of the bodies
-        clients.append(client)
+    clients = begin_uploads(daemon, "/predict", body, 5)
     # 5 requests in flight, plus the stats request that counts them.
     wait_for(lambda: daemon.get("/monitoring/stats").json()["requests"]["in_flight"] >= 6, "5 requests in flight", daemon)
 
@@ -165,12 +185,7 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(start_daemon, models_dir
     wait_for(lambda: "draining in-flight requests" in daemon.stderr, "the drain to begin", daemon)
     wait_for(lambda: not accepts_connections(daemon.port), "the listening socket to close", daemon)
 
-    for client in clients:
-        client.sendall(body[10:])
-    answers = []
-    for client in clients:
-        with client:
-            answers.append(b"".join(iter(lambda c=client: c.recv(65536), b"")))
+    answers = finish_uploads(clients, body)
     assert all(a.startswith(b"HTTP/1.1 200 OK") for a in answers), answers
     assert all(b'"predicted_price"' in a for a in answers)
     assert daemon.process.wait(30) == 0, daemon.stderr

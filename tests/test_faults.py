@@ -44,7 +44,13 @@ from lstm_predictor.daemon.market_data.service import MarketDataService
 from lstm_predictor.daemon.metrics import Metrics
 from lstm_predictor.daemon.trading_calendar import b3_today, previous_trading_day
 from onnx import TensorProto, helper
-from test_daemon_lifecycle import accepts_connections, reload_and_wait, wait_for
+from test_daemon_lifecycle import (
+    accepts_connections,
+    begin_uploads,
+    finish_uploads,
+    reload_and_wait,
+    wait_for,
+)
 from test_market_service import Clock, FakeSource, series
 from tiny_bundle import INPUT, OUTPUT, make_tiny_bundle, tiny_graph
 
@@ -369,13 +375,7 @@ CONNECTION_REFUSED = (ConnectionRefusedError, ConnectionResetError, BrokenPipeEr
 def test_sigterm_under_load_answers_every_request_received_and_refuses_new_connections(
         start_daemon, models_dir: Path) -> None:
     daemon = start_daemon(models_dir)
-    head = (f"POST /predict/forecast HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(FORECAST)}\r\nConnection: close\r\n\r\n").encode()
-    uploading = []
-    for _ in range(32):  # 32 forecasts of 30 days, each with its body still arriving
-        client = socket.create_connection(("127.0.0.1", daemon.port), timeout=30)
-        client.sendall(head + FORECAST[:10])
-        uploading.append(client)
+    uploading = begin_uploads(daemon, "/predict/forecast", FORECAST, 32)  # 30-day forecasts, bodies arriving
     wait_for(lambda: daemon.get("/monitoring/stats").json()["requests"]["in_flight"] >= 33, "32 requests in flight",
              daemon)
 
@@ -404,12 +404,7 @@ def test_sigterm_under_load_answers_every_request_received_and_refuses_new_conne
     for sender in senders:
         sender.join(30)
 
-    for client in uploading:
-        client.sendall(FORECAST[10:])
-    answers = []
-    for client in uploading:
-        with client:
-            answers.append(b"".join(iter(lambda c=client: c.recv(65536), b"")))
+    answers = finish_uploads(uploading, FORECAST)
     assert all(a.startswith(b"HTTP/1.1 200 OK") for a in answers), answers
     assert all(len(json.loads(a.partition(b"\r\n\r\n")[2])["forecast"]) == 30 for a in answers)
     answered = [o for o in outcomes if o != "refused"]
