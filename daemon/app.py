@@ -74,7 +74,7 @@ def _read_body(timeout: float):
 
     @web.middleware
     async def read_body(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.can_read_body and _takes_body(request):
+        if request.can_read_body:
             try:
                 await asyncio.wait_for(request.read(), timeout)
             except asyncio.TimeoutError:  # not yet the builtin TimeoutError on Python 3.10
@@ -83,14 +83,6 @@ def _read_body(timeout: float):
         return await handler(request)
 
     return read_body
-
-
-def _takes_body(request: web.Request) -> bool:
-    """Whether the route declares a request body. Only those bodies are read: a stray body sent
-    to any other route (a GET, an unknown path) is discarded by aiohttp, not refused with a
-    413, 408 or 400 that the route's documentation does not list."""
-    op = openapi.described(request.match_info.handler)
-    return op is not None and op.request is not None
 
 
 def _render_errors(state: DaemonState):

@@ -102,8 +102,9 @@ def described(handler: Callable[..., Any]) -> Operation | None:
     return getattr(handler, "__openapi__", None)
 
 
-# What reading a request body may answer, on every route that takes one (the app's body
-# middleware): unreadable (a broken gzip stream), not arrived in time (body_timeout), too large.
+# What reading a request body may answer. The app reads every request's body before its route
+# sees it (so that none can take longer than body_timeout), even a GET's: any operation may find
+# a body unreadable (a broken gzip stream), not arrived in time (body_timeout), or too large.
 BODY_ERRORS = (400, 408, 413)
 
 OPENAPI_PATH = "/openapi.json"
@@ -217,7 +218,7 @@ def _operation_object(
     for status, body in op.alternatives.items():
         responses[str(status)] = {"description": http.HTTPStatus(status).phrase, "content": _content("application/json", body, ref)}
     errors = ref[error_schema(path)]
-    for status in sorted({*op.errors, *(BODY_ERRORS if op.request is not None else ())}):
+    for status in sorted({*op.errors, *BODY_ERRORS}):
         responses[str(status)] = _error_response(status, errors)
     obj["responses"] = dict(sorted(responses.items()))
     return obj
