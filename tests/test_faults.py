@@ -417,9 +417,10 @@ def test_sigterm_under_load_answers_every_request_received_and_refuses_new_conne
 # -- crash at start: one line on stderr, the exit code says whose fault ---------------------------------
 #
 # Exit 2: the configuration is wrong (fix the flags, environment or config file); exit 1: the
-# configuration is fine but the daemon cannot start with it (models, the port). stderr holds exactly
-# one line, "lstm-predictor serve: <what is wrong>": none of these failures logs anything before it
-# at the default level, and none prints a traceback.
+# configuration is fine but the daemon cannot start with it (models, the port). The verdict is one
+# line, "lstm-predictor serve: <what is wrong>", never a traceback. Log records (timestamped) may come
+# before it, such as a warning that a bundle has no int8 variant; none of these faults logs any at
+# the default level, so here stderr is exactly that line.
 
 
 def _config_file(text: bytes) -> Callable[[Path, ExitStack], list[str]]:
