@@ -17,8 +17,10 @@ from msgspec import Meta, Struct
 MAX_FORECAST_DAYS = 30
 
 Symbol = Annotated[str, Meta(description="Model name or ticker symbol, e.g. PETR4.SA; the default model when omitted")]
+# Documented only: validate_prices refuses a close <= 0 itself, naming the element (422 invalid_prices).
+Close = Annotated[float, Meta(extra_json_schema={"exclusiveMinimum": 0})]
 Prices = Annotated[
-    list[float],
+    list[Close],
     Meta(description="Exactly look_back daily closes, oldest first, each finite and greater than 0"),
 ]
 LastDate = Annotated[
