@@ -41,6 +41,7 @@ from lstm_predictor.daemon.kserve.tensors import (
     requested_outputs,
 )
 from lstm_predictor.daemon.schemas import MAX_FORECAST_DAYS, ForecastRequest, LiveRequest, PredictRequest
+from lstm_predictor.daemon.trading_calendar import LAST_DATABLE_DAY
 from lstm_predictor.daemon.windows import WindowError, check_predictions, check_scale, validate_prices
 
 MODEL = "TINY3.SA"
@@ -103,11 +104,7 @@ JSON_VALUES = st.recursive(
 )
 
 
-def deep(depth: int, opener: str = "[", closer: str = "]") -> str:
-    return opener * depth + closer * depth
-
-
-DEEP = st.integers(min_value=1, max_value=20_000).map(deep)
+DEEP = st.integers(min_value=1, max_value=20_000).map(lambda n: "[" * n + "]" * n)
 OBJECT_DEEP = st.integers(min_value=1, max_value=5_000).map(lambda n: '{"a":' * n + "1" + "}" * n)
 
 
@@ -128,7 +125,7 @@ def window(low: float = 1e-2, high: float = 1e5) -> st.SearchStrategy[list[float
 
 
 WIDE = (5e-324, 1.7e308)  # every positive finite float64, for bodies "valid" but for their scale
-DATES = st.dates(min_value=dt.date(1990, 1, 1), max_value=dt.date(2100, 12, 31)).map(dt.date.isoformat)
+DATES = st.dates(max_value=LAST_DATABLE_DAY).map(dt.date.isoformat)
 SYMBOLS = st.sampled_from([MODEL, MODEL.lower(), "TINY3.sa"])
 
 
