@@ -224,8 +224,19 @@ def _operation_object(
     return obj
 
 
+# A 503 error says when to try again, unless nothing suggests a time (errors.Unavailable).
+_RETRY_AFTER = {"Retry-After": {
+    "description": "Whole seconds to wait before trying again; absent when no retry time is known",
+    "schema": {"type": "integer", "minimum": 1},
+}}
+
+
 def _error_response(status: int, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": http.HTTPStatus(status).phrase, "content": {"application/json": {"schema": schema}}}
+    response: dict[str, Any] = {"description": http.HTTPStatus(status).phrase,
+                                "content": {"application/json": {"schema": schema}}}
+    if status == http.HTTPStatus.SERVICE_UNAVAILABLE:
+        response["headers"] = _RETRY_AFTER
+    return response
 
 
 def _plain(text: str) -> str:

@@ -130,6 +130,12 @@ def test_every_operation_documents_the_refusals_of_reading_a_body(document):
         assert {"400", "408", "413"} <= set(op["responses"]), op["operationId"]
 
 
+def test_a_503_error_documents_its_retry_after_header(document):
+    for path in ("/predict", "/v2/models/{name}/infer"):
+        headers = document["paths"][path]["post"]["responses"]["503"]["headers"]
+        assert headers["Retry-After"]["schema"] == {"type": "integer", "minimum": 1}
+
+
 def test_the_v2_and_daemon_error_objects_differ_as_the_protocol_requires(document):
     predict_400 = document["paths"]["/predict"]["post"]["responses"]["400"]["content"]["application/json"]
     infer_400 = document["paths"]["/v2/models/{name}/infer"]["post"]["responses"]["400"]["content"]["application/json"]
