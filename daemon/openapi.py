@@ -30,6 +30,7 @@ from .access import requires_token
 from .config import Config
 from .errors import is_v2
 from .kserve.schemas import V2Error
+from .kserve.tensors import HEADER_LENGTH
 from .schemas import ErrorResponse
 from .state import STATE
 
@@ -48,6 +49,11 @@ _BINARY_SCHEMA = {
         "Inference-Header-Content-Length header), then each binary tensor's bytes, "
         "little-endian, row-major, in the order the tensors are listed."
     ),
+}
+# The binary tensor extension's header, on requests and answers that carry binary tensors.
+_HEADER_LENGTH = {
+    "description": "Length in bytes of the JSON object that starts an application/octet-stream body",
+    "schema": {"type": "integer", "minimum": 0},
 }
 
 
@@ -202,6 +208,8 @@ def _operation_object(
     ]
     if op.query is not None:
         params += [_query_parameter(f, ref[f.type]) for f in msgspec.structs.fields(op.query)]
+    if op.binary_tensors:
+        params.append({"name": HEADER_LENGTH, "in": "header", "required": False, **_HEADER_LENGTH})
     if params:
         obj["parameters"] = params
     if op.request is not None:
@@ -215,6 +223,7 @@ def _operation_object(
     responses: dict[str, Any] = {"200": {"description": "OK", "content": _content(op.media_type, op.response, ref)}}
     if op.binary_tensors:
         responses["200"]["content"][BINARY_TENSORS] = {"schema": _BINARY_SCHEMA}
+        responses["200"]["headers"] = {HEADER_LENGTH: _HEADER_LENGTH}
     for status, body in op.alternatives.items():
         responses[str(status)] = {"description": http.HTTPStatus(status).phrase, "content": _content("application/json", body, ref)}
     errors = ref[error_schema(path)]

@@ -148,6 +148,9 @@ def test_binary_tensors_are_documented_for_v2_inference(document):
     infer = document["paths"]["/v2/models/{name}/infer"]["post"]
     assert set(infer["requestBody"]["content"]) == {"application/json", "application/octet-stream"}
     assert set(infer["responses"]["200"]["content"]) == {"application/json", "application/octet-stream"}
+    header = {"name": "Inference-Header-Content-Length", "in": "header", "required": False}
+    assert any(header.items() <= p.items() for p in infer["parameters"])
+    assert "Inference-Header-Content-Length" in infer["responses"]["200"]["headers"]
 
 
 # -- the builder itself, on a small application ----------------------------------------------------
