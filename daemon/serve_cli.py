@@ -79,15 +79,15 @@ def serve(config_file: Path | None, **flags: str | None) -> None:
         level=config.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    warning = config.token_file and token_file_exposure(config.token_file)
+    if warning:
+        log.warning("%s", warning)
+    raise_open_file_limit()
     # Until the daemon handles SIGHUP itself, a reload request must not kill it (the default
     # action); ignoring it loses nothing, as no model has been read yet.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Imported here so that --help and configuration errors stay instant.
     from .server import StartupError
-    warning = config.token_file and token_file_exposure(config.token_file)
-    if warning:
-        log.warning("%s", warning)
-    raise_open_file_limit()
     from .server import serve as run
 
     try:
