@@ -26,6 +26,7 @@ from .config import (
     load_config,
     token_file_exposure,
 )
+from .logs import configure_logging
 
 log = logging.getLogger("lstm_predictor.daemon")
 
@@ -75,10 +76,7 @@ def serve(config_file: Path | None, **flags: str | None) -> None:
     except ConfigError as exc:
         click.echo(f"lstm-predictor serve: configuration error: {exc}", err=True)
         sys.exit(EXIT_BAD_CONFIG)
-    logging.basicConfig(
-        level=config.log_level.upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.log_level)
     warning = config.token_file and token_file_exposure(config.token_file)
     if warning:
         log.warning("%s", warning)

@@ -1,5 +1,6 @@
-"""Slow and idle clients against the real daemon: a connection that does not send a
-complete request head within idle_timeout is closed, a body that stalls is a 408, and
+"""Slow, idle and malformed clients against the real daemon: a connection that does not
+send a complete request head within idle_timeout is closed, a body that stalls is a 408,
+a request the HTTP parser refuses is a 400 that leaves no traceback in the log, and
 thousands of idle connections neither exhaust the daemon's descriptors nor stop it
 from answering others."""
 
@@ -93,6 +94,26 @@ def test_a_kept_alive_connection_is_closed_once_idle(daemon) -> None:
         status, headers, _ = read_response(sock)
         assert status == 200 and headers.get("connection", "").lower() != "close"
         assert closed_by_server(sock) == b""
+
+
+UNPARSABLE = {
+    "a NUL byte in a header": b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Bad: a\x00b\r\n\r\n",
+    "a request line that is not HTTP": b"GARBAGE\r\n\r\n",
+    "a Content-Length that is not a number": b"POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: abc\r\n\r\n",
+    "a header over 8 KiB": b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+}
+
+
+def test_a_request_the_http_parser_refuses_is_a_400_and_closed_without_a_traceback_in_the_log(daemon) -> None:
+    for name, raw in UNPARSABLE.items():
+        with connect(daemon) as sock:
+            sock.sendall(raw)
+            status, _, body = http_response(closed_by_server(sock))
+        assert status == 400, name
+        assert b"Traceback" not in body, name
+    assert daemon.get("/health").status == 200
+    # Any client could send these in a loop: each would otherwise log an ERROR with a traceback.
+    assert "Traceback" not in daemon.stderr and "ERROR" not in daemon.stderr
 
 
 @pytest.mark.parametrize(("path", "v2"), [("/predict", False), ("/v2/models/TINY3.SA/infer", True)])
