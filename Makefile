@@ -34,7 +34,7 @@ test-deps:
 	fi
 
 test: $(DEV_VENV)/.installed test-deps
-	$(DEV_VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(DEV_VENV)/bin/python -m pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(RUN_VENV) $(DEV_VENV) build *.egg-info
