@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import socket
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import aiohttp
 
 import pytest
 from click.testing import CliRunner
-from lstm_predictor.daemon.bench import process, wrk
+from lstm_predictor.daemon.bench import process, scenarios, wrk
 from lstm_predictor.daemon.bench.server_metrics import scrape
 from tiny_bundle import make_tiny_bundle
 
@@ -38,6 +39,14 @@ def bench(*args: str) -> tuple[str, dict]:
     result = CliRunner().invoke(main, ["bench", *args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.output, json.loads(out.read_text())
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "token"
+    path.write_text(secrets.token_hex(32) + "\n", encoding="ascii")
+    path.chmod(0o600)
+    return path
 
 
 def assert_complete(report: str, figures: dict, connections: tuple[int, ...], generator: str) -> None:
@@ -84,6 +93,63 @@ def test_bench_falls_back_to_its_own_load_generator_against_a_running_daemon(mod
     assert_complete(report, figures, (1, 3), "aiohttp")
     assert f"pid {daemon.pid}" in report  # found by its listening port
     assert figures["ready_seconds"] is None  # not started by the bench: nothing to time
+
+
+def test_bench_sends_the_token_of_a_protected_daemon_on_every_request(
+    start_daemon, models_dir: Path, token_file: Path, tmp_path: Path
+) -> None:  # fmt: skip
+    # --metrics-auth: the /metrics scrapes behind the server figures need the token too.
+    daemon = start_daemon(models_dir, args=("--token-file", str(token_file), "--metrics-auth"))
+    token = token_file.read_text().strip()
+    report, figures = bench(
+        "--url", f"http://127.0.0.1:{daemon.port}", "--token-file", str(token_file), "--duration", "1",
+        "--connections", "2", "--generator", "aiohttp", "--json", str(tmp_path / "figures.json"),
+    )  # fmt: skip
+    assert_complete(report, figures, (2,), "aiohttp")  # no errors, and the daemon's own figures came
+    assert f"--token-file {token_file}" in figures["command"]
+    assert token not in report and token not in (tmp_path / "figures.json").read_text()
+
+
+def test_bench_starts_a_protected_daemon_with_its_token_file_and_drives_wrk_with_the_token(
+    models_dir: Path, token_file: Path, tmp_path: Path
+) -> None:  # fmt: skip
+    if not wrk.available():
+        pytest.skip("wrk is not installed (apt-get install wrk)")
+    token = token_file.read_text().strip()
+    report, figures = bench(
+        "--start", "--models", str(models_dir), "--token-file", str(token_file), "--scenario", "predict",
+        "--duration", "1", "--connections", "2", "--generator", "wrk", "--json", str(tmp_path / "figures.json"),
+    )  # fmt: skip
+    assert [(run["scenario"], run["errors"]) for run in figures["runs"]] == [("predict", 0)]
+    assert figures["runs"][0]["requests"] > 0
+    assert f"--token-file {token_file}" in report  # given to the daemon it started, and in the reproduce line
+    assert token not in report and token not in (tmp_path / "figures.json").read_text()
+
+
+def test_bench_without_the_token_refuses_up_front_saying_what_to_give(
+    start_daemon, models_dir: Path, token_file: Path
+) -> None:  # fmt: skip
+    daemon = start_daemon(models_dir, args=("--token-file", str(token_file)))
+    result = CliRunner().invoke(main, ["bench", "--url", f"http://127.0.0.1:{daemon.port}", "--duration", "1",
+                                       "--generator", "aiohttp"])  # fmt: skip
+    assert result.exit_code == 1
+    assert "answered 401" in result.output and "give --token-file FILE" in result.output
+
+
+def test_bench_refuses_a_token_file_the_daemon_would_refuse(tmp_path: Path) -> None:
+    short = tmp_path / "token"
+    short.write_text("too-short\n", encoding="ascii")
+    result = CliRunner().invoke(main, ["bench", "--url", "http://127.0.0.1:9", "--token-file", str(short)])
+    assert result.exit_code == 2  # a usage error, before any request
+    assert f"--token-file: the token file {short} must hold one token" in result.output
+    assert "too-short" not in result.output
+
+
+def test_the_wrk_script_quotes_the_token_so_no_token_can_end_the_lua_string_early() -> None:
+    predict = scenarios.build("predict", scenarios.Target("TINY3.SA", 5, "input", "fp32"), scenarios.windows(2, 5))
+    token = "abcdefgh]=]ijklmnop"  # printable ASCII, as the daemon allows: "]=]" would close a level-1 long string
+    assert "wrk.headers[ [=[Authorization]=] ] = [==[Bearer abcdefgh]=]ijklmnop]==]\n" in wrk.script(predict, token)
+    assert "Authorization" not in wrk.script(predict)
 
 
 def test_bench_refuses_an_ambiguous_target() -> None:

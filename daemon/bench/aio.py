@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from . import client
 from .loadgen import LoadResult, percentiles
 from .scenarios import Scenario
 
@@ -80,14 +81,15 @@ async def _client(
 
 
 async def drive(
-    base_url: str, schedule: Sequence[Scenario], connections: int, seconds: float, tally: Tally | None = None
+    base_url: str, schedule: Sequence[Scenario], connections: int, seconds: float, tally: Tally | None = None,
+    token: str | None = None,
 ) -> Tally:  # fmt: skip
     """Hold ``connections`` clients on ``schedule`` for ``seconds``; what they saw, in ``tally``
-    if given (which then shows the run's progress while it lasts)."""
+    if given (which then shows the run's progress while it lasts); ``token``: the daemon's bearer token."""
     base_url = base_url.rstrip("/")
     tally = Tally() if tally is None else tally
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
-    async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as session:
+    async with client.session(token, connector=connector, timeout=TIMEOUT) as session:
         started = time.perf_counter()
         deadline = started + seconds
         await asyncio.gather(*(_client(session, base_url, schedule, n, deadline, tally) for n in range(connections)))
@@ -95,5 +97,6 @@ async def drive(
     return tally
 
 
-def run(base_url: str, scenario: Scenario, connections: int, seconds: float) -> LoadResult:
-    return asyncio.run(drive(base_url, (scenario,), connections, seconds)).result(connections, scenario.name)
+def run(base_url: str, scenario: Scenario, connections: int, seconds: float, token: str | None = None) -> LoadResult:
+    tally = asyncio.run(drive(base_url, (scenario,), connections, seconds, token=token))
+    return tally.result(connections, scenario.name)

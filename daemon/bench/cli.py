@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import click
 
-from ..config import ENV_PREFIX
-from . import aio, process, report, scenarios, soak, wrk
+from ..config import ENV_PREFIX, ConfigError, read_token
+from . import aio, client, process, report, scenarios, soak, wrk
 from .keras_baseline import KerasResult
 from .keras_baseline import run as run_keras
 from .loadgen import LoadResult
@@ -69,6 +69,9 @@ def _connections(ctx: click.Context, param: click.Parameter, value: str | None) 
               show_default=True, help="Keras model for --baseline keras (needs the train extra).")  # fmt: skip
 @click.option("--keras-requests", type=click.IntRange(min=1), default=200, show_default=True,
               help="Single-window predictions timed for the Keras baseline.")  # fmt: skip
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File holding the bearer token of a daemon started with --token-file; sent on every request "
+                   "(and, with --start, given to the daemon it starts).")  # fmt: skip
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), help="Also write the figures here.")
 def bench(**opts: Any) -> None:
     """Load a daemon's /predict, /predict/forecast and v2 infer routes and print latency
@@ -81,6 +84,7 @@ def bench(**opts: Any) -> None:
       lstm-predictor bench --url http://127.0.0.1:8000 --connections 32 --duration 30
       lstm-predictor bench --start --models models --baseline keras
       lstm-predictor bench --start --models models --market-data prices --soak 600
+      lstm-predictor bench --url http://127.0.0.1:8000 --token-file /etc/lstm-predictor/token
     """
     if bool(opts["url"]) == bool(opts["start"]):
         raise click.UsageError("give either --url (a running daemon) or --start --models DIR")
@@ -95,6 +99,7 @@ def bench(**opts: Any) -> None:
         _check_soak_usage(opts)
     if opts["connections"] is None:
         opts["connections"] = (SOAK_CONNECTIONS,) if soaking else DEFAULT_CONNECTIONS
+    token = _token(opts["token_file"])
     generator = opts["generator"]
     if generator == "auto":
         generator = "wrk" if wrk.available() and not soaking else "aiohttp"
@@ -104,6 +109,7 @@ def bench(**opts: Any) -> None:
     daemon = None
     if opts["start"]:
         extra = ("--market-data", str(opts["market_data"])) if opts["market_data"] else ()
+        extra += ("--token-file", str(opts["token_file"])) if opts["token_file"] else ()
         command = process.serve_command(opts["models"], 0)[:-1]
         click.echo(f"starting: {shlex.join(command)} <a free port> {shlex.join(extra)}".rstrip())
         try:
@@ -118,7 +124,7 @@ def bench(**opts: Any) -> None:
         pid = process.pid_listening_on(parts.port or 80) if local else None
         ready_seconds = None
     try:
-        figures = (_soak if soaking else _bench)(opts, url, pid, ready_seconds, generator)
+        figures = (_soak if soaking else _bench)(opts, url, pid, ready_seconds, generator, token)
     finally:
         if daemon is not None:
             daemon.stop()
@@ -127,6 +133,16 @@ def bench(**opts: Any) -> None:
         click.echo(f"figures written to {opts['json_file']}")
     if soaking and not figures["verdict"]["passed"]:
         raise SystemExit(1)
+
+
+def _token(path: Path | None) -> str | None:
+    """The bearer token in ``path``, read as the daemon reads it (so a file the daemon would refuse is refused here)."""
+    if path is None:
+        return None
+    try:
+        return read_token(path, "--token-file")
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _check_soak_usage(opts: dict[str, Any]) -> None:
@@ -143,13 +159,15 @@ def _check_soak_usage(opts: dict[str, Any]) -> None:
         raise click.UsageError("--soak holds one number of connections, e.g. --connections 64")
 
 
-def _bench(opts: dict[str, Any], url: str, pid: int | None, ready: float | None, generator: str) -> dict:
-    target = asyncio.run(_describe(url, opts["model_name"]))
+def _bench(
+    opts: dict[str, Any], url: str, pid: int | None, ready: float | None, generator: str, token: str | None
+) -> dict:  # fmt: skip
+    target = asyncio.run(_describe(url, opts["model_name"], token))
     model, look_back = target.name, target.look_back
     prices = scenarios.windows(opts["window_count"], look_back)
     chosen = [scenarios.build(name, target, prices) for name in (opts["scenario_names"] or scenarios.NAMES)]
     rss_before = process.rss_bytes(pid)  # before any inference request of ours
-    asyncio.run(_check(url, chosen))
+    asyncio.run(_check(url, chosen, token))
 
     click.echo(_daemon_line(url, pid, target))
     threads = f" ({opts['threads']} thread)" if generator == "wrk" else ""
@@ -161,14 +179,14 @@ def _bench(opts: dict[str, Any], url: str, pid: int | None, ready: float | None,
     rows: list[Row] = []
     for scenario in chosen:
         for connections in opts["connections"]:
-            before, cpu_before = asyncio.run(_scrape(url)), process.cpu_seconds(pid)
+            before, cpu_before = asyncio.run(_scrape(url, token)), process.cpu_seconds(pid)
             try:
-                load = _load(generator, url, scenario, connections, opts["duration"], opts["threads"])
+                load = _load(generator, url, scenario, connections, opts["duration"], opts["threads"], token)
             except RuntimeError as exc:  # wrk failed to run or to report
                 raise click.ClickException(str(exc)) from exc
             cpu_after = process.cpu_seconds(pid)
             cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
-            rows.append(Row(scenario, load, compare(before, asyncio.run(_scrape(url)), scenario.route), cpu))
+            rows.append(Row(scenario, load, compare(before, asyncio.run(_scrape(url, token)), scenario.route), cpu))
             click.echo(f"  {scenario.name} x{connections}: {load.rps:,.0f} req/s, p50 {load.p50 * 1e3:.2f} ms, "
                        f"{load.errors} errors")  # fmt: skip
     rss_after = process.rss_bytes(pid)
@@ -206,11 +224,14 @@ def _bench(opts: dict[str, Any], url: str, pid: int | None, ready: float | None,
     })  # fmt: skip
 
 
-def _soak(opts: dict[str, Any], url: str, pid: int | None, ready: float | None, generator: str) -> dict:
-    target = asyncio.run(_describe(url, opts["model_name"]))
+def _soak(
+    opts: dict[str, Any], url: str, pid: int | None, ready: float | None, generator: str, token: str | None
+) -> dict:  # fmt: skip
+    target = asyncio.run(_describe(url, opts["model_name"], token))
     prices = scenarios.windows(opts["window_count"], target.look_back)
     # /predict/live needs market data the daemon may not have (yfinance offline): then the mix goes without it.
-    chosen = asyncio.run(_check(url, [scenarios.build(name, target, prices) for name in soak.MIX], optional={"live"}))
+    mix_scenarios = [scenarios.build(name, target, prices) for name in soak.MIX]
+    chosen = asyncio.run(_check(url, mix_scenarios, token, optional={"live"}))
     mix = soak.schedule(chosen)
     connections, seconds = opts["connections"][0], opts["soak_seconds"]
     warmup = soak.warmup_seconds(seconds)
@@ -229,7 +250,7 @@ def _soak(opts: dict[str, Any], url: str, pid: int | None, ready: float | None, 
     def progress(elapsed: float, tally: aio.Tally, rss: int | None) -> None:
         click.echo(f"  {elapsed:5.0f} s: {tally.requests:,} requests, {tally.errors():,} failed, resident {mb(rss)}")
 
-    tally, samples = asyncio.run(soak.run(url, mix, connections, seconds, pid, progress))
+    tally, samples = asyncio.run(soak.run(url, mix, connections, seconds, pid, progress, token))
     load_after = os.getloadavg()
     mem = soak.memory(samples, warmup)
     verdict = soak.verdict(tally.errors(), mem)
@@ -259,25 +280,29 @@ def _loadavg(figures: tuple[float, float, float]) -> str:
     return " ".join(f"{v:.2f}" for v in figures) + " (1, 5, 15 min)"
 
 
-def _load(generator: str, url: str, scenario: Scenario, connections: int, seconds: float, threads: int) -> LoadResult:
+def _load(
+    generator: str, url: str, scenario: Scenario, connections: int, seconds: float, threads: int, token: str | None
+) -> LoadResult:  # fmt: skip
     if generator == "wrk":
-        return wrk.run(url, scenario, connections, seconds, threads)
-    return aio.run(url, scenario, connections, seconds)
+        return wrk.run(url, scenario, connections, seconds, threads, token)
+    return aio.run(url, scenario, connections, seconds, token)
 
 
-async def _scrape(url: str) -> dict:
-    async with aiohttp.ClientSession() as session:
+async def _scrape(url: str, token: str | None) -> dict:
+    async with client.session(token) as session:
         return await scrape(session, url)
 
 
-async def _describe(url: str, model_name: str | None) -> Target:
+async def _describe(url: str, model_name: str | None, token: str | None) -> Target:
     """The model to address, as the daemon's v2 model metadata describes it."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+    async with client.session(token, timeout=aiohttp.ClientTimeout(total=10)) as session:
         try:
             if model_name is None:
                 async with session.get(f"{url}/") as response:
+                    _refuse_unauthorized("GET /", response.status, await response.text())
                     model_name = (await response.json())["default_model"]
             async with session.get(f"{url}/v2/models/{model_name}") as response:
+                _refuse_unauthorized(f"GET /v2/models/{model_name}", response.status, await response.text())
                 if response.status != 200:
                     raise click.ClickException(f"{url} has no model {model_name!r}: {await response.text()}")
                 meta = await response.json()
@@ -287,11 +312,20 @@ async def _describe(url: str, model_name: str | None) -> Target:
             raise click.ClickException(f"cannot describe the daemon's models at {url}: {exc!r}") from exc
 
 
-async def _check(url: str, chosen: list[Scenario], optional: Collection[str] = ()) -> list[Scenario]:
+def _refuse_unauthorized(request: str, status: int, text: str) -> None:
+    """A 401 stops the bench before any load, saying what to give (every route after it would answer 401 too)."""
+    if status == 401:
+        raise click.ClickException(f"{request} answered 401: {text[:500]} (the daemon needs its bearer token: "
+                                   "give --token-file FILE)")  # fmt: skip
+
+
+async def _check(
+    url: str, chosen: list[Scenario], token: str | None, optional: Collection[str] = ()
+) -> list[Scenario]:  # fmt: skip
     """One request per route before any load: a benchmark of error answers measures nothing.
     The scenarios that answered 200; one named in ``optional`` that did not is left out, saying why."""
     answered = []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+    async with client.session(token, timeout=aiohttp.ClientTimeout(total=30)) as session:
         for scenario in chosen:
             post = scenario.method == "POST"
             async with session.request(scenario.method, url + scenario.path, data=scenario.bodies[0] if post else None,
@@ -300,6 +334,7 @@ async def _check(url: str, chosen: list[Scenario], optional: Collection[str] = (
                     answered.append(scenario)
                     continue
                 text = (await response.text())[:500]
+            _refuse_unauthorized(scenario.title, response.status, text)
             if scenario.name not in optional:
                 raise click.ClickException(f"{scenario.title} answered {response.status}: {text}")
             click.echo(f"{scenario.title} left out: it answered {response.status}: {text}")
@@ -314,6 +349,8 @@ def reproduce(opts: dict[str, Any], generator: str) -> str:
     args += ["--start", "--models", str(opts["models"])] if opts["start"] else ["--url", opts["url"]]
     if opts["market_data"]:
         args += ["--market-data", str(opts["market_data"])]
+    if opts["token_file"]:
+        args += ["--token-file", str(opts["token_file"])]  # the file, never the token
     if opts["model_name"]:
         args += ["--model", opts["model_name"]]
     if opts["soak_seconds"] is not None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from . import aio, process
+from . import aio, client, process
 from .aio import Tally
 from .scenarios import Scenario
 from .server_metrics import resident_bytes
@@ -107,16 +107,18 @@ Progress = Callable[[float, Tally, int | None], None]
 
 
 async def run(
-    base_url: str, mix: Sequence[Scenario], connections: int, seconds: float, pid: int | None, progress: Progress
+    base_url: str, mix: Sequence[Scenario], connections: int, seconds: float, pid: int | None, progress: Progress,
+    token: str | None = None,
 ) -> tuple[Tally, list[Sample]]:  # fmt: skip
     """Drive ``mix`` for ``seconds`` while reading the daemon's memory every :data:`SAMPLE_EVERY`
-    seconds, and once more when the load stops; ``progress`` is called about every tenth of the run."""
+    seconds, and once more when the load stops; ``progress`` is called about every tenth of the run;
+    ``token``: the daemon's bearer token."""
     tally = Tally()
     samples: list[Sample] = []
     # A session of its own: a /metrics reading never waits behind the load's connections.
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5 * SAMPLE_EVERY)) as probe:
+    async with client.session(token, timeout=aiohttp.ClientTimeout(total=5 * SAMPLE_EVERY)) as probe:
         started = time.perf_counter()
-        load = asyncio.create_task(aio.drive(base_url, mix, connections, seconds, tally))
+        load = asyncio.create_task(aio.drive(base_url, mix, connections, seconds, tally, token))
         ticks, next_progress = 0, seconds / 10
         while not load.done():
             now = time.perf_counter() - started

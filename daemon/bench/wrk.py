@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from .client import auth_headers
 from .loadgen import LoadResult
 from .scenarios import Scenario
 
@@ -22,7 +23,7 @@ MARKER = "BENCH_RESULT "
 _SCRIPT = """\
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-local path = {path}
+{headers}local path = {path}
 local bodies = {{
 {bodies}
 }}
@@ -54,9 +55,11 @@ def lua_string(text: str) -> str:
     return f"[{eq}[{text}]{eq}]"
 
 
-def script(scenario: Scenario) -> str:
+def script(scenario: Scenario, token: str | None = None) -> str:
     bodies = ",\n".join(lua_string(b.decode()) for b in scenario.bodies)
-    return _SCRIPT.format(path=lua_string(scenario.path), bodies=bodies, marker=MARKER)
+    # Spaces inside the index brackets: "headers[[=[" would open a long string at "[[".
+    headers = "".join(f"wrk.headers[ {lua_string(k)} ] = {lua_string(v)}\n" for k, v in auth_headers(token).items())
+    return _SCRIPT.format(path=lua_string(scenario.path), headers=headers, bodies=bodies, marker=MARKER)
 
 
 def command(base_url: str, script_path: Path, connections: int, seconds: float, threads: int) -> list[str]:
@@ -71,10 +74,14 @@ def command(base_url: str, script_path: Path, connections: int, seconds: float, 
     ]
 
 
-def run(base_url: str, scenario: Scenario, connections: int, seconds: float, threads: int = 1) -> LoadResult:
+def run(
+    base_url: str, scenario: Scenario, connections: int, seconds: float, threads: int = 1, token: str | None = None
+) -> LoadResult:  # fmt: skip
+    # The script holds the token, if any: it lives in a directory only we may read (mkdtemp makes
+    # it 0700) and only while wrk runs.
     with tempfile.TemporaryDirectory(prefix="lstm-bench-") as tmp:
         script_path = Path(tmp) / f"{scenario.name}.lua"
-        script_path.write_text(script(scenario), encoding="utf-8")
+        script_path.write_text(script(scenario, token), encoding="utf-8")
         done = subprocess.run(
             command(base_url, script_path, connections, seconds, threads),
             capture_output=True, text=True, timeout=seconds + 60, check=False,
