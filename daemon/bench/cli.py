@@ -315,8 +315,8 @@ async def _describe(url: str, model_name: str | None, token: str | None) -> Targ
 def _refuse_unauthorized(request: str, status: int, text: str) -> None:
     """A 401 stops the bench before any load, saying what to give (every route after it would answer 401 too)."""
     if status == 401:
-        raise click.ClickException(f"{request} answered 401: {text[:500]} (the daemon needs its bearer token: "
-                                   "give --token-file FILE)")  # fmt: skip
+        raise click.ClickException(f"{request} answered 401: {text[:500]} (give --token-file FILE holding the "
+                                   "daemon's bearer token)")  # fmt: skip
 
 
 async def _check(
