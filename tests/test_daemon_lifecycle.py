@@ -148,6 +148,9 @@ def test_requests_during_reloads_all_succeed(start_daemon, models_dir: Path) -> 
 # -- SIGTERM -----------------------------------------------------------------------------------------
 
 UPLOADED = 10  # bytes of each body sent before the rest is held back
+# A daemon whose clients hold their bodies back for as long as a test needs: the default
+# body_timeout (10 s) would answer them 408 first on a slow or busy machine.
+PATIENT_WITH_BODIES = ("--body-timeout", "300")
 
 
 def begin_uploads(daemon: RunningDaemon, path: str, body: bytes, count: int) -> list[socket.socket]:
@@ -175,7 +178,7 @@ def finish_uploads(clients: list[socket.socket], body: bytes) -> list[bytes]:
 
 
 def test_sigterm_drains_in_flight_requests_then_exits_0(start_daemon, models_dir: Path) -> None:
-    daemon = start_daemon(models_dir)
+    daemon = start_daemon(models_dir, args=PATIENT_WITH_BODIES)
     body = json.dumps({"prices": WINDOW}).encode()
     clients = begin_uploads(daemon, "/predict", body, 5)
     # 5 requests in flight, plus the stats request that counts them.

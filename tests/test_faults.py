@@ -45,6 +45,7 @@ from lstm_predictor.daemon.metrics import Metrics
 from lstm_predictor.daemon.trading_calendar import b3_today, previous_trading_day
 from onnx import TensorProto, helper
 from test_daemon_lifecycle import (
+    PATIENT_WITH_BODIES,
     accepts_connections,
     begin_uploads,
     finish_uploads,
@@ -376,7 +377,7 @@ CONNECTION_REFUSED = (ConnectionRefusedError, ConnectionResetError, BrokenPipeEr
 
 def test_sigterm_under_load_answers_every_request_received_and_refuses_new_connections(
         start_daemon, models_dir: Path) -> None:
-    daemon = start_daemon(models_dir)
+    daemon = start_daemon(models_dir, args=PATIENT_WITH_BODIES)
     uploading = begin_uploads(daemon, "/predict/forecast", FORECAST, 32)  # 30-day forecasts, bodies arriving
     wait_for(lambda: daemon.get("/monitoring/stats").json()["requests"]["in_flight"] >= 33, "32 requests in flight",
              daemon)
