@@ -95,14 +95,20 @@ def test_bench_falls_back_to_its_own_load_generator_against_a_running_daemon(mod
     assert figures["ready_seconds"] is None  # not started by the bench: nothing to time
 
 
+@pytest.mark.parametrize("given", ["flag", "environment"])
 def test_bench_sends_the_token_of_a_protected_daemon_on_every_request(
-    start_daemon, models_dir: Path, token_file: Path, tmp_path: Path
+    start_daemon, models_dir: Path, token_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str
 ) -> None:  # fmt: skip
     # --metrics-auth: the /metrics scrapes behind the server figures need the token too.
     daemon = start_daemon(models_dir, args=("--token-file", str(token_file), "--metrics-auth"))
     token = token_file.read_text().strip()
+    if given == "flag":
+        how: tuple[str, ...] = ("--token-file", str(token_file))
+    else:  # the daemon's own variable
+        how = ()
+        monkeypatch.setenv("LSTM_PREDICTOR_TOKEN_FILE", str(token_file))
     report, figures = bench(
-        "--url", f"http://127.0.0.1:{daemon.port}", "--token-file", str(token_file), "--duration", "1",
+        "--url", f"http://127.0.0.1:{daemon.port}", *how, "--duration", "1",
         "--connections", "2", "--generator", "aiohttp", "--json", str(tmp_path / "figures.json"),
     )  # fmt: skip
     assert_complete(report, figures, (2,), "aiohttp")  # no errors, and the daemon's own figures came

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import click
 
-from ..config import ENV_PREFIX, ConfigError, read_token
+from ..config import ENV_PREFIX, OPTION_BY_NAME, ConfigError, read_token
 from . import aio, client, process, report, scenarios, soak, wrk
 from .keras_baseline import KerasResult
 from .keras_baseline import run as run_keras
@@ -27,6 +27,8 @@ from .server_metrics import RESIDENT_MEMORY, compare, scrape
 DEFAULT_KERAS_MODEL = Path("../shared/seed-model/lstm_petr4_final.keras")
 DEFAULT_CONNECTIONS = (1, 32)
 SOAK_CONNECTIONS = 64
+# The daemon's own variable: a shell set up to run a protected daemon benches it as it is.
+TOKEN_FILE_ENV = OPTION_BY_NAME["token_file"].env
 
 
 def _connections(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
@@ -69,7 +71,7 @@ def _connections(ctx: click.Context, param: click.Parameter, value: str | None) 
               show_default=True, help="Keras model for --baseline keras (needs the train extra).")  # fmt: skip
 @click.option("--keras-requests", type=click.IntRange(min=1), default=200, show_default=True,
               help="Single-window predictions timed for the Keras baseline.")  # fmt: skip
-@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), envvar=TOKEN_FILE_ENV, show_envvar=True,
               help="File holding the bearer token of a daemon started with --token-file; sent on every request "
                    "(and, with --start, given to the daemon it starts).")  # fmt: skip
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), help="Also write the figures here.")
