@@ -5,7 +5,8 @@ models directory, market-data directory, flags and environment; started when
 ``/health`` answers 200 and stopped with SIGTERM. Fixtures (imported by
 ``tests/conftest.py``, so any test can ask for them):
 
-* ``start_daemon``: a factory ``start_daemon(models, prices=None, args=(), env=None) -> RunningDaemon``;
+* ``start_daemon``: a factory ``start_daemon(models, prices=None, args=(), env=None, healthy=True) -> RunningDaemon``
+  (``healthy=False``: return at once, without waiting for ``/health``);
   every daemon it started is stopped (SIGTERM, then SIGKILL) at teardown.
 * ``models_dir``: a temporary models directory with one tiny bundle ``TINY3.SA``
   (predicts the mean of its window; see ``tiny_bundle.py``).
@@ -185,15 +186,17 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
     started: list[RunningDaemon] = []
 
     def start(models: Path | None, prices: Path | None = None, args: Sequence[str] = (),
-              env: Mapping[str, str] | None = None, timeout: float = 60.0) -> RunningDaemon:
+              env: Mapping[str, str] | None = None, timeout: float = 60.0, healthy: bool = True) -> RunningDaemon:
         daemon = launch(models, prices, args, env, log_dir=tmp_path)
         started.append(daemon)
-        daemon.wait_healthy(timeout)
+        if healthy:
+            daemon.wait_healthy(timeout)
         return daemon
 
     yield start
     for daemon in started:
         if daemon.process.poll() is None:
+            daemon.process.send_signal(signal.SIGCONT)  # a test may have left it stopped (SIGSTOP)
             daemon.process.send_signal(signal.SIGTERM)
             try:
                 daemon.process.wait(10)

@@ -6,31 +6,9 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-
-from daemon_harness import RunningDaemon, launch
 from notify_listener import Message, NotifyListener
-
-
-@pytest.fixture
-def run_daemon(tmp_path: Path) -> Iterator[Callable[[Path, dict[str, str]], RunningDaemon]]:
-    """Start daemons without waiting for /health (the test watches the notify socket
-    instead); stop whatever is left at teardown."""
-    started: list[RunningDaemon] = []
-
-    def start(models: Path, env: dict[str, str]) -> RunningDaemon:
-        daemon = launch(models, env=env, log_dir=tmp_path)
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.process.send_signal(signal.SIGCONT)
-            daemon.stop()
 
 
 def is_ready(message: Message) -> bool:
@@ -42,9 +20,9 @@ def watchdog_pings(notify_listener: NotifyListener) -> int:
 
 
 def test_ready_comes_once_the_models_are_loaded_and_the_port_answers(
-    run_daemon, models_dir: Path, notify_listener: NotifyListener
+    start_daemon, models_dir: Path, notify_listener: NotifyListener
 ) -> None:
-    daemon = run_daemon(models_dir, {"NOTIFY_SOCKET": notify_listener.address})
+    daemon = start_daemon(models_dir, env={"NOTIFY_SOCKET": notify_listener.address}, healthy=False)
 
     before_and_ready = notify_listener.wait_for(is_ready)
 
@@ -58,20 +36,21 @@ def test_ready_comes_once_the_models_are_loaded_and_the_port_answers(
 
 
 def test_a_daemon_that_cannot_load_its_models_never_says_ready(
-    run_daemon, models_dir: Path, notify_listener: NotifyListener
+    start_daemon, models_dir: Path, notify_listener: NotifyListener
 ) -> None:
     (models_dir / "TINY3.SA" / "model.onnx").write_bytes(b"corrupted")
-    daemon = run_daemon(models_dir, {"NOTIFY_SOCKET": notify_listener.address})
+    daemon = start_daemon(models_dir, env={"NOTIFY_SOCKET": notify_listener.address}, healthy=False)
 
     assert daemon.process.wait(60) != 0
     assert not any(is_ready(m) for m in notify_listener.messages())
 
 
 def test_watchdog_pings_at_half_the_interval_and_stop_while_the_daemon_is_frozen(
-    run_daemon, models_dir: Path, notify_path_listener: NotifyListener
+    start_daemon, models_dir: Path, notify_path_listener: NotifyListener
 ) -> None:
     # WATCHDOG_USEC = 1 s: a ping every 0.5 s.
-    daemon = run_daemon(models_dir, {"NOTIFY_SOCKET": notify_path_listener.address, "WATCHDOG_USEC": "1000000"})
+    env = {"NOTIFY_SOCKET": notify_path_listener.address, "WATCHDOG_USEC": "1000000"}
+    daemon = start_daemon(models_dir, env=env, healthy=False)
     notify_path_listener.wait_for(is_ready)
 
     time.sleep(3)
@@ -94,10 +73,10 @@ def test_watchdog_pings_at_half_the_interval_and_stop_while_the_daemon_is_frozen
 
 
 def test_a_watchdog_armed_for_another_process_is_left_alone(
-    run_daemon, models_dir: Path, notify_path_listener: NotifyListener
+    start_daemon, models_dir: Path, notify_path_listener: NotifyListener
 ) -> None:
     env = {"NOTIFY_SOCKET": notify_path_listener.address, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"}
-    run_daemon(models_dir, env)
+    start_daemon(models_dir, env=env, healthy=False)
     notify_path_listener.wait_for(is_ready)
 
     time.sleep(1)
@@ -106,9 +85,9 @@ def test_a_watchdog_armed_for_another_process_is_left_alone(
 
 
 def test_sighup_reports_reloading_then_ready_and_sigterm_reports_stopping(
-    run_daemon, models_dir: Path, notify_path_listener: NotifyListener
+    start_daemon, models_dir: Path, notify_path_listener: NotifyListener
 ) -> None:
-    daemon = run_daemon(models_dir, {"NOTIFY_SOCKET": notify_path_listener.address})
+    daemon = start_daemon(models_dir, env={"NOTIFY_SOCKET": notify_path_listener.address}, healthy=False)
     notify_path_listener.wait_for(is_ready)
 
     daemon.signal(signal.SIGHUP)
